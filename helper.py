@@ -1,0 +1,418 @@
+"""Data and I/O for the FCN-8 road segmenter: downloads, KITTI Road batches, overlays.
+
+Everything that touches files lives here; the model maths lives in main.py.
+"""
+import glob
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+
+import imageio.v3 as iio
+import numpy as np
+from tqdm import tqdm
+
+import road_metrics
+
+VGG_URL = 'https://s3-us-west-1.amazonaws.com/udacity-selfdrivingcar/vgg.zip'
+VGG_FILES = ('saved_model.pb', 'variables/variables.index', 'variables/variables.data-00000-of-00001')
+KITTI_PAGE = 'https://www.cvlibs.net/datasets/kitti/eval_road.php'
+KITTI_ARCHIVE = 'data_road.zip'
+
+# KITTI Road label colours. A red channel of 0 marks pixels outside the
+# evaluated area, which the KITTI devkit ignores ("don't care").
+ROAD_COLOR = (255, 0, 255)
+NOT_ROAD_COLOR = (255, 0, 0)
+OVERLAY_COLOR = (0, 255, 0)
+OVERLAY_ALPHA = 0.5
+ROAD_THRESHOLD = 0.5
+
+KITTI_IMAGE_NAME = re.compile(r'^(?P<category>[a-z]+)_(?P<index>\d+)\.png$')
+
+
+class DatasetError(RuntimeError):
+    """The dataset on disk is missing, incomplete or unreadable."""
+
+
+class DownloadError(RuntimeError):
+    """A file could not be downloaded; the message says how to get it by hand."""
+
+
+# --------------------------------------------------------------------------- downloads
+
+def download_file(url, destination, description=None):
+    """Download `url` to `destination` with a progress bar; atomic (temp file + rename)."""
+    directory = os.path.dirname(os.path.abspath(destination))
+    os.makedirs(directory, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix='.download-', suffix='.part', dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get('Content-Length') or 0) or None
+            with tqdm(total=total, unit='B', unit_scale=True, desc=description or os.path.basename(url)) as bar:
+                for chunk in iter(lambda: response.read(1 << 20), b''):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(partial, destination)
+    except (urllib.error.URLError, OSError) as error:
+        raise DownloadError('could not download %s: %s' % (url, getattr(error, 'reason', error))) from error
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return destination
+
+
+def download_and_unpack(url, data_dir, expected_folder, description=None):
+    """Download a zip archive and unpack it so that `data_dir/expected_folder` appears.
+
+    The archive is unpacked into a temporary folder inside `data_dir` and the
+    expected folder is moved into place only when everything is there.
+    """
+    os.makedirs(data_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.unpack-', dir=data_dir)
+    try:
+        archive = download_file(url, os.path.join(staging, 'archive.zip'), description)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(staging)
+        except zipfile.BadZipFile as error:
+            raise DownloadError('%s is not a valid zip archive (%s)' % (url, error)) from error
+        unpacked = os.path.join(staging, expected_folder)
+        if not os.path.isdir(unpacked):
+            raise DownloadError('the archive from %s has no folder %r' % (url, expected_folder))
+        target = os.path.join(data_dir, expected_folder)
+        os.rename(unpacked, target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def vgg_is_complete(vgg_path):
+    return all(os.path.isfile(os.path.join(vgg_path, name)) for name in VGG_FILES)
+
+
+def maybe_download_pretrained_vgg(data_dir, url=VGG_URL):
+    """Download and extract the pretrained VGG16 SavedModel to `data_dir/vgg` if it is absent."""
+    vgg_path = os.path.join(data_dir, 'vgg')
+    if vgg_is_complete(vgg_path):
+        return vgg_path
+    if os.path.exists(vgg_path):
+        raise DatasetError('%s exists but is incomplete (needs %s); delete it and run again to download a fresh copy'
+                           % (vgg_path, ', '.join(VGG_FILES)))
+    try:
+        return download_and_unpack(url, data_dir, 'vgg', 'vgg.zip')
+    except DownloadError as error:
+        raise DownloadError('%s\nGet the pretrained VGG16 by hand: download %s on a connected machine and unzip it '
+                            'into %s so that %s exists.'
+                            % (error, url, data_dir, os.path.join(vgg_path, 'saved_model.pb'))) from error
+
+
+def kitti_instructions(data_dir):
+    return ('KITTI Road is not in %(data)s. To get it:\n'
+            '  1. register at %(page)s and ask for the "base kit with: left color images, calibration and '
+            'training labels" (%(zip)s, 0.5 GB); the download link is mailed to you;\n'
+            '  2. either run  python main.py --kitti-url <that link>  or unzip %(zip)s into %(data)s yourself,\n'
+            '     so that %(train)s exists.\n'
+            'To try the project without KITTI, run  python main.py demo  (it generates a road dataset).'
+            % {'data': data_dir, 'page': KITTI_PAGE, 'zip': KITTI_ARCHIVE,
+               'train': os.path.join(data_dir, 'data_road', 'training', 'image_2')})
+
+
+def maybe_download_kitti(data_dir, url=None):
+    """Return `data_dir/data_road`, downloading it from `url` (the link KITTI mails) if absent."""
+    data_road = os.path.join(data_dir, 'data_road')
+    if os.path.isdir(os.path.join(data_road, 'training', 'image_2')):
+        return data_road
+    if url is None:
+        raise DatasetError(kitti_instructions(data_dir))
+    try:
+        return download_and_unpack(url, data_dir, 'data_road', KITTI_ARCHIVE)
+    except DownloadError as error:
+        raise DownloadError('%s\n%s' % (error, kitti_instructions(data_dir))) from error
+
+
+# --------------------------------------------------------------------------- images
+
+def read_rgb(path):
+    """Decode a PNG/JPEG into an HxWx3 uint8 array, or raise DatasetError naming the file."""
+    try:
+        image = iio.imread(path)
+    except Exception as error:  # imageio raises many types for corrupt files
+        raise DatasetError('cannot read image %s: %s' % (path, error)) from error
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] < 3:
+        raise DatasetError('%s is not an RGB image (shape %s)' % (path, image.shape))
+    return np.ascontiguousarray(image[:, :, :3]).astype(np.uint8, copy=False)
+
+
+def write_png_atomically(path, image):
+    """Write a PNG under a temporary name and rename it, so no half-written file is ever seen."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=directory)
+    os.close(fd)
+    try:
+        iio.imwrite(temporary, image)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _source_coordinates(out_size, in_size):
+    """Half-pixel-centre sample positions, as tf.image.resize and OpenCV use."""
+    return (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+
+
+def resize_bilinear(image, shape):
+    """Bilinear resize of an HxWxC image to `shape` (H, W); returns float32."""
+    height, width = shape
+    ys = np.clip(_source_coordinates(height, image.shape[0]), 0, image.shape[0] - 1)
+    xs = np.clip(_source_coordinates(width, image.shape[1]), 0, image.shape[1] - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, image.shape[0] - 1), np.minimum(x0 + 1, image.shape[1] - 1)
+    wy, wx = (ys - y0)[:, None, None].astype(np.float32), (xs - x0)[None, :, None].astype(np.float32)
+    image = image.astype(np.float32, copy=False)
+    top = image[y0][:, x0] * (1 - wx) + image[y0][:, x1] * wx
+    bottom = image[y1][:, x0] * (1 - wx) + image[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def resize_nearest(label, shape):
+    """Nearest-neighbour resize: label colours are never blended."""
+    height, width = shape
+    ys = np.minimum(np.floor(_source_coordinates(height, label.shape[0]) + 0.5).astype(int), label.shape[0] - 1)
+    xs = np.minimum(np.floor(_source_coordinates(width, label.shape[1]) + 0.5).astype(int), label.shape[1] - 1)
+    return label[np.maximum(ys, 0)][:, np.maximum(xs, 0)]
+
+
+def resize_image(image, shape):
+    """Resize an RGB image for the network: bilinear, back to uint8."""
+    return np.clip(np.rint(resize_bilinear(image, shape)), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- KITTI labels and batches
+
+def kitti_label_to_onehot(label):
+    """KITTI colours -> (H, W, 2) one-hot, class 0 = not road, class 1 = road.
+
+    Don't-care pixels (red channel 0) get an all-zero row: they add nothing to
+    the loss (see main.optimize), as the devkit leaves them out of the metrics.
+    Any other colour that is not road counts as not road.
+    """
+    road = np.all(label == ROAD_COLOR, axis=-1)
+    care = label[..., 0] != 0
+    return np.stack([care & ~road, road], axis=-1)
+
+
+def kitti_road_pairs(data_folder):
+    """Sorted (image, road label) path pairs of a KITTI `training` folder.
+
+    Raises DatasetError for a missing or empty folder, an image without its
+    road label or a road label without its image. Lane labels are ignored.
+    """
+    image_dir = os.path.join(data_folder, 'image_2')
+    label_dir = os.path.join(data_folder, 'gt_image_2')
+    for folder in (image_dir, label_dir):
+        if not os.path.isdir(folder):
+            raise DatasetError('%s does not exist: %s is not a KITTI Road training folder. %s'
+                               % (folder, data_folder, kitti_instructions(os.path.dirname(os.path.dirname(
+                                   os.path.abspath(data_folder))))))
+    images = {os.path.basename(p): p for p in glob.glob(os.path.join(image_dir, '*.png'))}
+    labels = {os.path.basename(p).replace('_road_', '_', 1): p
+              for p in glob.glob(os.path.join(label_dir, '*_road_*.png'))}
+    if not images:
+        raise DatasetError('no training images (*.png) in %s' % image_dir)
+    missing_labels = sorted(set(images) - set(labels))
+    if missing_labels:
+        raise DatasetError('image %s has no road label %s in %s' % (
+            images[missing_labels[0]], missing_labels[0].replace('_', '_road_', 1), label_dir)
+            + (' (and %d more)' % (len(missing_labels) - 1) if len(missing_labels) > 1 else ''))
+    orphans = sorted(set(labels) - set(images))
+    if orphans:
+        raise DatasetError('road label %s has no image %s in %s' % (labels[orphans[0]], orphans[0], image_dir)
+                           + (' (and %d more)' % (len(orphans) - 1) if len(orphans) > 1 else ''))
+    return [(images[name], labels[name]) for name in sorted(images)]
+
+
+def split_pairs(pairs, fraction):
+    """Deterministic split into (train, held out), stratified by KITTI category.
+
+    From each category (um, umm, uu), round(fraction * n) images spread evenly
+    over its sorted list are held out, so neighbouring video frames do not all
+    land on one side.
+    """
+    by_category = {}
+    for pair in sorted(pairs):
+        by_category.setdefault(image_category(pair[0]), []).append(pair)
+    train, held_out = [], []
+    for members in by_category.values():
+        count = int(round(fraction * len(members)))
+        chosen = set(np.linspace(0, len(members) - 1, count).round().astype(int)) if count else set()
+        for i, pair in enumerate(members):
+            (held_out if i in chosen else train).append(pair)
+    return train, held_out
+
+
+def image_category(path):
+    """KITTI category of an image path ('um', 'umm', 'uu'), or '' for other names."""
+    match = KITTI_IMAGE_NAME.match(os.path.basename(path))
+    return match.group('category') if match else ''
+
+
+def load_training_pair(image_path, label_path, image_shape):
+    """One decoded, resized (image uint8, one-hot label bool) pair."""
+    image, label = read_rgb(image_path), read_rgb(label_path)
+    if image.shape != label.shape:
+        raise DatasetError('label %s is %dx%d but its image %s is %dx%d' % (
+            label_path, label.shape[1], label.shape[0], image_path, image.shape[1], image.shape[0]))
+    return resize_image(image, image_shape), kitti_label_to_onehot(resize_nearest(label, image_shape))
+
+
+def gen_batch_function(data_folder, image_shape, pairs=None, seed=0):
+    """Make `get_batches_fn(batch_size)` over a KITTI Road training folder.
+
+    Every image is decoded and resized once, up front; each call of
+    `get_batches_fn` then yields shuffled (images uint8 [B,H,W,3], labels bool
+    [B,H,W,2]) batches from memory. `pairs` restricts it to some
+    (image, label) paths of the folder (e.g. a training split).
+    """
+    pairs = kitti_road_pairs(data_folder) if pairs is None else list(pairs)
+    decoded = [load_training_pair(image, label, image_shape)
+               for image, label in tqdm(pairs, desc='decoding %d images' % len(pairs), unit='img', leave=False)]
+    images = np.stack([image for image, _ in decoded])
+    labels = np.stack([label for _, label in decoded])
+    rng = np.random.default_rng(seed)
+
+    def get_batches_fn(batch_size):
+        """Yield shuffled batches of (images, one-hot labels)."""
+        if batch_size < 1:
+            raise ValueError('batch_size must be >= 1, got %r' % (batch_size,))
+        order = rng.permutation(len(images))
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            yield images[batch], labels[batch]
+
+    get_batches_fn.num_images = len(images)
+    return get_batches_fn
+
+
+# --------------------------------------------------------------------------- inference and overlays
+
+def road_probability_graph(logits, image_input, image_shape):
+    """Graph ops from `logits` to the road probability at any requested size.
+
+    Returns (probability [B, h, w], output_size placeholder [2]). Built once and
+    run per batch: the softmax and the resize to the original size happen in
+    the graph. `logits` may be 4-D or flattened to (B*H*W, classes).
+    """
+    import tensorflow.compat.v1 as tf
+    num_classes = logits.shape[-1]
+    batch = tf.shape(image_input)[0]
+    scores = tf.reshape(logits, tf.stack([batch, image_shape[0], image_shape[1], num_classes]))
+    road = tf.nn.softmax(scores)[..., 1:2]
+    output_size = tf.placeholder_with_default(tf.constant(image_shape, tf.int32), [2], name='output_size')
+    return tf.image.resize(road, output_size, method='bilinear')[..., 0], output_size
+
+
+def predict_road_probabilities(sess, road_probability, output_size, image_input, keep_prob, images, image_shape,
+                               original_shape):
+    """Road probabilities at `original_shape` for a batch of same-size RGB images."""
+    batch = np.stack([resize_image(image, image_shape) for image in images])
+    return sess.run(road_probability, {image_input: batch, keep_prob: 1.0, output_size: original_shape})
+
+
+def road_overlay(image, road_probability):
+    """Paint road pixels (p > 0.5) translucent green on the image."""
+    road = road_probability > ROAD_THRESHOLD
+    overlay = image.astype(np.float32)
+    overlay[road] = (1 - OVERLAY_ALPHA) * overlay[road] + OVERLAY_ALPHA * np.asarray(OVERLAY_COLOR, np.float32)
+    return np.rint(overlay).astype(np.uint8)
+
+
+def group_by_size(paths, batch_size):
+    """Yield (paths, images) batches whose images share one size.
+
+    Images are read one at a time and held per size only until a batch is
+    full, so memory stays at a few batches whatever the folder holds.
+    """
+    pending = {}
+    for path in sorted(paths):
+        image = read_rgb(path)
+        bucket = pending.setdefault(image.shape[:2], [])
+        bucket.append((path, image))
+        if len(bucket) == batch_size:
+            yield _unzip_batch(pending.pop(image.shape[:2]))
+    for bucket in pending.values():
+        yield _unzip_batch(bucket)
+
+
+def _unzip_batch(items):
+    return [path for path, _ in items], [image for _, image in items]
+
+
+def gen_test_output(sess, logits, keep_prob, image_pl, data_folder, image_shape, batch_size=8):
+    """Yield (file name, overlay at the image's original resolution) for `data_folder/image_2/*.png`."""
+    paths = glob.glob(os.path.join(data_folder, 'image_2', '*.png'))
+    if not paths:
+        raise DatasetError('no test images (*.png) in %s' % os.path.join(data_folder, 'image_2'))
+    road_probability, output_size = road_probability_graph(logits, image_pl, image_shape)
+    for batch_paths, images in group_by_size(paths, batch_size):
+        probabilities = predict_road_probabilities(sess, road_probability, output_size, image_pl, keep_prob,
+                                                   images, image_shape, images[0].shape[:2])
+        for path, image, probability in zip(batch_paths, images, probabilities):
+            yield os.path.basename(path), road_overlay(image, probability)
+
+
+def evaluate_pairs(sess, logits, keep_prob, image_input, pairs, image_shape, batch_size=8):
+    """Road metrics (road_metrics.RoadMetrics) of the network on labelled (image, label) pairs.
+
+    Predictions are compared with the labels at the labels' own resolution,
+    as the KITTI devkit does; don't-care pixels are left out.
+    """
+    metrics = road_metrics.RoadMetrics()
+    labels = dict(pairs)
+    road_probability, output_size = road_probability_graph(logits, image_input, image_shape)
+    batches = group_by_size(labels, batch_size)
+    for paths, images in tqdm(batches, desc='evaluating', unit='batch', leave=False):
+        probabilities = predict_road_probabilities(sess, road_probability, output_size, image_input, keep_prob,
+                                                   images, image_shape, images[0].shape[:2])
+        for path, probability in zip(paths, probabilities):
+            label = read_rgb(labels[path])
+            if label.shape[:2] != probability.shape:
+                raise DatasetError('label %s is %dx%d but its image %s is %dx%d' % (
+                    labels[path], label.shape[1], label.shape[0], path, probability.shape[1], probability.shape[0]))
+            onehot = kitti_label_to_onehot(label)
+            metrics.update(np.clip(probability, 0.0, 1.0), onehot[..., 1], onehot.any(axis=-1),
+                           category=image_category(path))
+    return metrics
+
+
+def new_run_dir(runs_dir):
+    """Create and return runs_dir/<timestamp> (never reusing an existing folder)."""
+    os.makedirs(runs_dir, exist_ok=True)
+    stamp = time.strftime('%Y-%m-%d_%H-%M-%S')
+    for suffix in [''] + ['-%d' % i for i in range(1, 1000)]:
+        path = os.path.join(runs_dir, stamp + suffix)
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError('could not create a new run folder in %s' % runs_dir)
+
+
+def save_inference_samples(runs_dir, data_dir, sess, image_shape, logits, keep_prob, input_image, output_dir=None):
+    """Write overlays of every KITTI test image to runs_dir/<timestamp>/ (or `output_dir`); returns the folder."""
+    output_dir = output_dir or new_run_dir(runs_dir)
+    test_folder = os.path.join(data_dir, 'data_road', 'testing')
+    outputs = gen_test_output(sess, logits, keep_prob, input_image, test_folder, image_shape)
+    count = 0
+    for name, overlay in tqdm(outputs, desc='overlays', unit='img', leave=False):
+        write_png_atomically(os.path.join(output_dir, name), overlay)
+        count += 1
+    print('Saved %d test overlays to %s' % (count, output_dir))
+    return output_dir

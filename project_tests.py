@@ -1,0 +1,586 @@
+"""Tests of main.py and helper.py, on real files: SavedModels, PNGs, training steps.
+
+    python project_tests.py            run these and tests/test_*.py; last line "N passed, N failed"
+    python -m pytest project_tests.py tests/
+
+The classic exercise's tests keep their names and arguments (with defaults, so
+pytest and the runner below both call them as they are). Small shapes keep the
+suite fast on a CPU; the real KITTI sample in ../shared is used when present.
+"""
+import atexit
+import functools
+import glob
+import http.server
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import unittest
+import zipfile
+
+import imageio.v3 as iio
+import numpy as np
+
+import helper
+import main
+import roadgen
+import vgg_builder
+from main import tf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED_KITTI = os.path.join(HERE, '..', 'shared', 'data', 'kitti_road_sample', 'data_road')
+KITTI_TRAINING_IMAGES = 289
+SMALL_WIDTH = 1 / 16
+SMALL_SHAPE = (64, 192)
+
+
+# --------------------------------------------------------------------------- shared fixtures
+
+_SCRATCH = tempfile.mkdtemp(prefix='fcn8-tests-')
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+
+
+def scratch_dir(name):
+    """A fresh folder inside the suite's temporary directory."""
+    return tempfile.mkdtemp(prefix=name + '-', dir=_SCRATCH)
+
+
+@functools.lru_cache(maxsize=None)
+def small_vgg():
+    """A small VGG16-shaped SavedModel on disk, built once for the suite."""
+    return vgg_builder.write_random_vgg16(os.path.join(scratch_dir('vgg'), 'vgg'), width=SMALL_WIDTH, seed=1)
+
+
+@functools.lru_cache(maxsize=None)
+def small_dataset():
+    """A generated KITTI-layout dataset (its data_road folder), built once for the suite."""
+    return roadgen.generate_dataset(scratch_dir('kitti'), n_train=12, n_test=8, image_shape=(94, 310), seed=3)
+
+
+def write_png(path, image):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    iio.imwrite(path, np.asarray(image, np.uint8))
+    return path
+
+
+def kitti_label(height, width, road_rows):
+    """A KITTI colour label: road in `road_rows`, not-road elsewhere, don't-care in the last row."""
+    label = np.zeros((height, width, 3), np.uint8)
+    label[:] = helper.NOT_ROAD_COLOR
+    label[road_rows] = helper.ROAD_COLOR
+    label[-1] = 0
+    return label
+
+
+def expect_error(error_type, function, *args, contains=(), **kwargs):
+    """Call function and check it raises error_type whose message holds every string in `contains`."""
+    try:
+        function(*args, **kwargs)
+    except error_type as error:
+        message = str(error)
+        for text in contains:
+            assert text in message, 'expected %r in the error message %r' % (text, message)
+        return message
+    raise AssertionError('%s did not raise %s' % (getattr(function, '__name__', function), error_type.__name__))
+
+
+class LocalServer:
+    """Serves a folder over HTTP on 127.0.0.1, so downloads run for real without internet."""
+
+    def __init__(self, folder):
+        handler = functools.partial(_QuietHandler, directory=folder)
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, name):
+        return 'http://127.0.0.1:%d/%s' % (self.server.server_address[1], name)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def zip_folder(folder, archive, arcname):
+    with zipfile.ZipFile(archive, 'w') as zf:
+        for path in glob.glob(os.path.join(folder, '**'), recursive=True):
+            if os.path.isfile(path):
+                zf.write(path, os.path.join(arcname, os.path.relpath(path, folder)))
+    return archive
+
+
+def closed_port_url(name):
+    """An address on this machine where nothing listens: a download there fails at once."""
+    with http.server.HTTPServer(('127.0.0.1', 0), _QuietHandler) as probe:
+        port = probe.server_address[1]
+    return 'http://127.0.0.1:%d/%s' % (port, name)
+
+
+# --------------------------------------------------------------------------- the classic tests
+
+def test_load_vgg(load_vgg=main.load_vgg, tf_module=tf):
+    with tf_module.Graph().as_default(), tf_module.Session() as sess:
+        tensors = load_vgg(sess, small_vgg())
+        names = [t.name for t in tensors]
+        assert names == list(main.VGG_TENSOR_NAMES), names
+        image_input, keep_prob, layer3, layer4, layer7 = tensors
+        out3, out4, out7 = sess.run([layer3, layer4, layer7], {image_input: np.full((2, 64, 96, 3), 128.0)})
+        assert out3.shape[:3] == (2, 8, 12) and out4.shape[:3] == (2, 4, 6) and out7.shape[:3] == (2, 2, 3)
+        assert np.isfinite(out7).all() and out7.std() > 0
+        assert len(tf_module.trainable_variables()) == 30, 'the VGG weights must come back trainable'
+
+
+def test_layers(layers=main.layers):
+    num_classes = 3
+    with tf.Graph().as_default(), tf.Session() as sess:
+        layer3 = tf.placeholder(tf.float32, [None, None, None, 16])
+        layer4 = tf.placeholder(tf.float32, [None, None, None, 32])
+        layer7 = tf.placeholder(tf.float32, [None, None, None, 64])
+        output = layers(layer3, layer4, layer7, num_classes)
+        assert output.shape.as_list()[-1] == num_classes
+        sess.run(tf.global_variables_initializer())
+        # An input of 64x160 gives pool3 8x20, pool4 4x10, layer7 2x5; output = input size.
+        feed = {layer3: np.random.rand(2, 8, 20, 16), layer4: np.random.rand(2, 4, 10, 32),
+                layer7: np.random.rand(2, 2, 5, 64)}
+        assert sess.run(output, feed).shape == (2, 64, 160, num_classes)
+        # 70x100 (not multiples of 32): VGG pools round up to 9x13, 5x7, 3x4 -> 72x104.
+        feed = {layer3: np.random.rand(1, 9, 13, 16), layer4: np.random.rand(1, 5, 7, 32),
+                layer7: np.random.rand(1, 3, 4, 64)}
+        assert sess.run(output, feed).shape == (1, 72, 104, num_classes)
+        kernels = [v for v in tf.trainable_variables() if v.op.name.endswith('kernel')]
+        assert len(kernels) == 6 and len(tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)) == 6
+        assert all(sess.run(tf.math.reduce_std(k)) < 0.02 for k in kernels), 'kernels start small'
+
+
+def test_layers_static_shape_matches_a_real_vgg(layers=main.layers):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        image_input, _, layer3, layer4, layer7 = main.load_vgg(sess, small_vgg())
+        output = layers(layer3, layer4, layer7, 2)
+        sess.run(tf.variables_initializer([v for v in tf.global_variables() if 'fcn8' in v.name]))
+        assert sess.run(output, {image_input: np.zeros((1, 96, 128, 3))}).shape == (1, 96, 128, 2)
+
+
+def test_optimize(optimize=main.optimize):
+    num_classes, shape = 2, (2, 4, 6)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.set_random_seed(0)
+        features = tf.constant(np.random.default_rng(0).standard_normal(shape + (5,)), tf.float32)
+        kernel = main._kernel('kernel', [1, 1, 5, num_classes])
+        last_layer = tf.nn.conv2d(features, kernel, [1, 1, 1, 1], 'SAME')
+        correct_label = tf.placeholder(tf.float32, [None, None, None, num_classes])
+        learning_rate = tf.placeholder(tf.float32)
+        logits, train_op, loss = optimize(last_layer, correct_label, learning_rate, num_classes)
+        assert logits.shape.as_list() == [None, num_classes], logits.shape
+        labels = np.zeros(shape + (num_classes,), np.float32)
+        labels[..., 0] = 1
+        labels[:, :2, :, :] = [0, 1]
+        labels[:, -1, -1, :] = 0  # don't-care pixels
+        sess.run(tf.global_variables_initializer())
+        # The loss is the mean cross-entropy over labelled pixels plus L2.
+        flat_logits, first_loss, k = sess.run([logits, loss, kernel], {correct_label: labels})
+        flat_labels = labels.reshape(-1, num_classes)
+        log_softmax = flat_logits - np.log(np.exp(flat_logits).sum(axis=1, keepdims=True))
+        labelled = flat_labels.sum(axis=1) > 0
+        expected = -(flat_labels * log_softmax).sum(axis=1)[labelled].mean() + main.L2_SCALE * (k ** 2).sum() / 2
+        assert abs(first_loss - expected) < 1e-5, (first_loss, expected)
+        for _ in range(50):
+            sess.run(train_op, {correct_label: labels, learning_rate: 0.05})
+        last_loss = sess.run(loss, {correct_label: labels})
+        assert last_loss < 0.5 * first_loss, (first_loss, last_loss)
+
+
+def _small_fcn8(sess):
+    return main.build_fcn8(sess, small_vgg(), main.NUM_CLASSES)
+
+
+def test_train_nn(train_nn=main.train_nn):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.set_random_seed(0)
+        model = _small_fcn8(sess)
+        get_batches_fn = helper.gen_batch_function(os.path.join(small_dataset(), 'training'), SMALL_SHAPE)
+        history = train_nn(sess, 4, 4, get_batches_fn, model.train_op, model.loss, model.image_input,
+                           model.correct_label, model.keep_prob, model.learning_rate, keep_prob_value=1.0,
+                           learning_rate_value=1e-3)
+        assert len(history) == 4 and all(np.isfinite(history))
+        assert history[-1] < history[0], history
+
+        def poisoned_batches(batch_size):
+            images, labels = next(get_batches_fn(batch_size))
+            yield np.full(images.shape, np.nan, np.float32), labels
+
+        expect_error(FloatingPointError, train_nn, sess, 1, 2, poisoned_batches, model.train_op, model.loss,
+                     model.image_input, model.correct_label, model.keep_prob, model.learning_rate,
+                     contains=('--learning-rate',))
+
+
+def test_for_kitti_dataset(data_dir=os.path.join(HERE, 'data')):
+    training = os.path.join(data_dir, 'data_road', 'training')
+    if not os.path.isdir(training):
+        raise unittest.SkipTest('KITTI Road is not in %s (see README: "Get KITTI Road")' % data_dir)
+    pairs = helper.kitti_road_pairs(training)
+    testing = glob.glob(os.path.join(data_dir, 'data_road', 'testing', 'image_2', '*.png'))
+    assert len(pairs) == KITTI_TRAINING_IMAGES, 'expected %d training images, found %d' % (
+        KITTI_TRAINING_IMAGES, len(pairs))
+    assert len(testing) == 290, 'expected 290 test images, found %d' % len(testing)
+
+
+# --------------------------------------------------------------------------- load_vgg on bad models
+
+def _write_savedmodel(export_dir, tag, tensor_names):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        x = tf.placeholder(tf.float32, [None, None, None, 3], name='image_input')
+        for name in tensor_names:
+            tf.identity(x, name=name)
+        builder = tf.saved_model.Builder(export_dir)
+        builder.add_meta_graph_and_variables(sess, [tag])
+        builder.save()
+    return export_dir
+
+
+def test_load_vgg_explains_a_bad_model():
+    folder = scratch_dir('badvgg')
+    with tf.Graph().as_default(), tf.Session() as sess:
+        expect_error(main.VGGModelError, main.load_vgg, sess, os.path.join(folder, 'absent'),
+                     contains=('no SavedModel', 'absent'))
+        wrong_tag = _write_savedmodel(os.path.join(folder, 'wrong_tag'), 'serve', ['layer3_out'])
+        expect_error(main.VGGModelError, main.load_vgg, sess, wrong_tag, contains=('vgg16', 'serve'))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        partial = _write_savedmodel(os.path.join(folder, 'partial'), 'vgg16', ['layer3_out', 'layer4_out'])
+        expect_error(main.VGGModelError, main.load_vgg, sess, partial,
+                     contains=('keep_prob:0', 'layer7_out:0', 'image_input'))
+
+
+# --------------------------------------------------------------------------- downloads
+
+def test_maybe_download_pretrained_vgg_downloads_unpacks_and_reuses():
+    served = scratch_dir('served')
+    zip_folder(small_vgg(), os.path.join(served, 'vgg.zip'), 'vgg')
+    data_dir = scratch_dir('data')
+    with LocalServer(served) as server:
+        vgg_path = helper.maybe_download_pretrained_vgg(data_dir, server.url('vgg.zip'))
+    assert vgg_path == os.path.join(data_dir, 'vgg') and helper.vgg_is_complete(vgg_path)
+    assert sorted(os.listdir(data_dir)) == ['vgg'], 'no archive or temporary folder is left behind'
+    with tf.Graph().as_default(), tf.Session() as sess:
+        main.load_vgg(sess, vgg_path)
+    stamp = os.path.getmtime(os.path.join(vgg_path, 'saved_model.pb'))
+    assert helper.maybe_download_pretrained_vgg(data_dir) == vgg_path  # present: no network needed
+    assert os.path.getmtime(os.path.join(vgg_path, 'saved_model.pb')) == stamp
+
+
+def test_maybe_download_pretrained_vgg_offline_and_incomplete():
+    data_dir = scratch_dir('offline')
+    url = closed_port_url('vgg.zip')
+    expect_error(helper.DownloadError, helper.maybe_download_pretrained_vgg, data_dir, url,
+                 contains=(url, 'by hand', os.path.join(data_dir, 'vgg', 'saved_model.pb')))
+    assert os.listdir(data_dir) == [], 'a failed download leaves nothing behind'
+    os.makedirs(os.path.join(data_dir, 'vgg'))
+    expect_error(helper.DatasetError, helper.maybe_download_pretrained_vgg, data_dir,
+                 contains=('incomplete', 'saved_model.pb'))
+
+
+def test_maybe_download_kitti():
+    data_dir = scratch_dir('kitti-missing')
+    message = expect_error(helper.DatasetError, helper.maybe_download_kitti, data_dir,
+                           contains=(helper.KITTI_PAGE, helper.KITTI_ARCHIVE, '--kitti-url', 'main.py demo'))
+    assert os.path.join(data_dir, 'data_road', 'training', 'image_2') in message
+    served = scratch_dir('served-kitti')
+    zip_folder(small_dataset(), os.path.join(served, 'data_road.zip'), 'data_road')
+    with LocalServer(served) as server:
+        data_road = helper.maybe_download_kitti(data_dir, server.url('data_road.zip'))
+        bad = expect_error(helper.DownloadError, helper.maybe_download_kitti, scratch_dir('k'),
+                           server.url('absent.zip'), contains=('absent.zip', helper.KITTI_PAGE))
+    assert '404' in bad
+    assert len(helper.kitti_road_pairs(os.path.join(data_road, 'training'))) == 12
+    assert sorted(os.listdir(data_dir)) == ['data_road']
+
+
+# --------------------------------------------------------------------------- images and batches
+
+def test_read_rgb_accepts_grey_and_rgba_and_names_a_corrupt_file():
+    folder = scratch_dir('read')
+    grey = write_png(os.path.join(folder, 'grey.png'), np.arange(12).reshape(3, 4) * 20)
+    rgba = write_png(os.path.join(folder, 'rgba.png'), np.full((3, 4, 4), 7))
+    assert helper.read_rgb(grey).shape == (3, 4, 3) and helper.read_rgb(grey)[1, 2, 0] == 120
+    assert helper.read_rgb(rgba).shape == (3, 4, 3)
+    corrupt = os.path.join(folder, 'corrupt.png')
+    with open(corrupt, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n not really a png')
+    expect_error(helper.DatasetError, helper.read_rgb, corrupt, contains=(corrupt,))
+
+
+def test_resize_bilinear_matches_tensorflow_and_nearest_keeps_values():
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3)).astype(np.uint8)
+    for shape in [(16, 24), (80, 100), (37, 20)]:
+        expected = tf.compat.v2.image.resize(image[None].astype(np.float32), shape, 'bilinear')
+        with tf.Session() as sess:
+            expected = sess.run(expected)[0]
+        assert np.abs(helper.resize_bilinear(image, shape) - expected).max() < 1e-3, shape
+    label = kitti_label(37, 53, slice(20, 30))
+    resized = helper.resize_nearest(label, (16, 24))
+    colours = {tuple(c) for c in resized.reshape(-1, 3)}
+    assert colours <= {helper.ROAD_COLOR, helper.NOT_ROAD_COLOR, (0, 0, 0)} and len(colours) == 3
+
+
+def test_kitti_label_to_onehot():
+    label = kitti_label(4, 3, slice(0, 2))
+    label[2, 0] = (0, 0, 255)  # not a KITTI colour, red channel 0: don't care
+    label[2, 1] = (200, 10, 10)  # an odd colour with red: not road
+    onehot = helper.kitti_label_to_onehot(label)
+    assert onehot.shape == (4, 3, 2) and onehot.dtype == bool
+    assert onehot[:2, :, 1].all() and not onehot[:2, :, 0].any()
+    assert not onehot[3].any() and not onehot[2, 0].any(), "don't-care rows are all zero"
+    assert onehot[2, 1].tolist() == [True, False] and onehot[2, 2].tolist() == [True, False]
+
+
+def _kitti_folder(names_with_labels, names_without_labels=(), orphan_labels=(), size=(20, 30)):
+    folder = scratch_dir('training')
+    for name in list(names_with_labels) + list(names_without_labels):
+        write_png(os.path.join(folder, 'image_2', name + '.png'), np.full(size + (3,), 100))
+    for name in list(names_with_labels) + list(orphan_labels):
+        category, index = name.split('_')
+        write_png(os.path.join(folder, 'gt_image_2', '%s_road_%s.png' % (category, index)),
+                  kitti_label(size[0], size[1], slice(10, 20)))
+        write_png(os.path.join(folder, 'gt_image_2', '%s_lane_%s.png' % (category, index)),
+                  kitti_label(size[0], size[1], slice(0, 5)))
+    return folder
+
+
+def test_gen_batch_function_yields_resized_one_hot_batches():
+    folder = _kitti_folder(['um_000000', 'um_000001', 'umm_000000', 'uu_000000', 'uu_000001'])
+    get_batches_fn = helper.gen_batch_function(folder, (32, 64))
+    batches = list(get_batches_fn(2))
+    assert [len(images) for images, _ in batches] == [2, 2, 1]
+    images, labels = batches[0]
+    assert images.shape == (2, 32, 64, 3) and images.dtype == np.uint8 and (images == 100).all()
+    assert labels.shape == (2, 32, 64, 2) and labels.dtype == bool
+    assert labels[0, 16:30, :, 1].all() and labels[0, 2:14, :, 0].all()
+    assert not labels[0, -1].any(), 'the bottom row is don\'t-care'
+    first_epoch = [labels.sum() for _, labels in batches]
+    assert sum(first_epoch) == sum(labels.sum() for _, labels in get_batches_fn(3)), 'every image once per epoch'
+
+
+def test_gen_batch_function_on_a_generated_dataset():
+    get_batches_fn = helper.gen_batch_function(os.path.join(small_dataset(), 'training'), SMALL_SHAPE)
+    seen = 0
+    for images, labels in get_batches_fn(5):
+        seen += len(images)
+        road = labels[..., 1].mean()
+        assert 0.05 < road < 0.6, road
+        assert labels.any(axis=-1).mean() > 0.9
+    assert seen == get_batches_fn.num_images == 12
+
+
+def test_gen_batch_function_explains_bad_datasets():
+    missing_label = _kitti_folder(['um_000000'], names_without_labels=['um_000001'])
+    expect_error(helper.DatasetError, helper.gen_batch_function, missing_label, (32, 64),
+                 contains=('um_000001.png', 'um_road_000001.png', 'no road label'))
+    orphan = _kitti_folder(['um_000000'], orphan_labels=['uu_000004'])
+    expect_error(helper.DatasetError, helper.gen_batch_function, orphan, (32, 64),
+                 contains=('uu_road_000004.png', 'no image'))
+    empty = scratch_dir('empty')
+    os.makedirs(os.path.join(empty, 'image_2'))
+    os.makedirs(os.path.join(empty, 'gt_image_2'))
+    expect_error(helper.DatasetError, helper.gen_batch_function, empty, (32, 64), contains=('no training images',))
+    expect_error(helper.DatasetError, helper.gen_batch_function, os.path.join(empty, 'nowhere'), (32, 64),
+                 contains=('image_2', 'does not exist', helper.KITTI_PAGE))
+    corrupt = _kitti_folder(['um_000000', 'um_000001'])
+    bad_png = os.path.join(corrupt, 'image_2', 'um_000001.png')
+    with open(bad_png, 'wb') as f:
+        f.write(b'garbage')
+    expect_error(helper.DatasetError, helper.gen_batch_function, corrupt, (32, 64), contains=(bad_png,))
+    mismatched = _kitti_folder(['um_000000'])
+    write_png(os.path.join(mismatched, 'image_2', 'um_000000.png'), np.zeros((21, 30, 3)))
+    expect_error(helper.DatasetError, helper.gen_batch_function, mismatched, (32, 64),
+                 contains=('um_road_000000.png', '30x20', '30x21'))
+
+
+def test_split_pairs_is_deterministic_stratified_and_disjoint():
+    pairs = [('%s_%06d.png' % (c, i), 'label') for c, n in (('um', 12), ('umm', 18), ('uu', 6)) for i in range(n)]
+    train, held_out = helper.split_pairs(pairs, 1 / 6)
+    assert (train, held_out) == helper.split_pairs(list(reversed(pairs)), 1 / 6)
+    assert sorted(train + held_out) == sorted(pairs) and not set(train) & set(held_out)
+    counts = {c: sum(helper.image_category(p) == c for p, _ in held_out) for c in ('um', 'umm', 'uu')}
+    assert counts == {'um': 2, 'umm': 3, 'uu': 1}, counts
+
+
+# --------------------------------------------------------------------------- inference and outputs
+
+def test_road_overlay_paints_only_road():
+    image = np.full((2, 3, 3), 100, np.uint8)
+    probability = np.array([[0.9, 0.5, 0.1], [0.51, 0.0, 1.0]])
+    overlay = helper.road_overlay(image, probability)
+    green = np.rint(0.5 * 100 + 0.5 * np.array(helper.OVERLAY_COLOR)).astype(np.uint8)
+    road = probability > 0.5
+    assert (overlay[road] == green).all() and (overlay[~road] == 100).all()
+
+
+def _write_test_images(data_dir, sizes):
+    for i, (height, width) in enumerate(sizes):
+        image = np.random.default_rng(i).integers(0, 256, (height, width, 3))
+        write_png(os.path.join(data_dir, 'data_road', 'testing', 'image_2', 'uu_%06d.png' % i), image)
+
+
+def test_save_inference_samples_writes_overlays_at_original_sizes():
+    data_dir = scratch_dir('infer')
+    sizes = [(70, 190), (72, 191), (70, 190), (75, 200), (64, 192)]
+    _write_test_images(data_dir, sizes)
+    runs_dir = os.path.join(scratch_dir('runs'), 'runs')
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model = _small_fcn8(sess)
+        output_dir = helper.save_inference_samples(runs_dir, data_dir, sess, SMALL_SHAPE, model.logits,
+                                                   model.keep_prob, model.image_input)
+    assert os.path.dirname(output_dir) == runs_dir
+    written = sorted(os.listdir(output_dir))
+    assert written == ['uu_%06d.png' % i for i in range(len(sizes))], written
+    for name, size in zip(written, sizes):
+        overlay = iio.imread(os.path.join(output_dir, name))
+        original = iio.imread(os.path.join(data_dir, 'data_road', 'testing', 'image_2', name))
+        assert overlay.shape == size + (3,)
+        changed = (overlay != original).any(axis=-1)
+        assert (overlay[changed][:, 1] >= original[changed][:, 1]).all(), 'only green is added'
+
+
+def test_gen_test_output_builds_the_softmax_once():
+    data_dir = scratch_dir('once')
+    _write_test_images(data_dir, [(64, 192)] * 3 + [(66, 190)] * 2)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model = _small_fcn8(sess)
+        before = len(sess.graph.get_operations())
+        outputs = list(helper.gen_test_output(sess, model.logits, model.keep_prob, model.image_input,
+                                              os.path.join(data_dir, 'data_road', 'testing'), SMALL_SHAPE,
+                                              batch_size=2))
+        added = len(sess.graph.get_operations()) - before
+        assert len(outputs) == 5 and added < 30, added
+
+
+def test_new_run_dir_never_reuses_a_folder():
+    runs_dir = scratch_dir('runs')
+    first, second = helper.new_run_dir(runs_dir), helper.new_run_dir(runs_dir)
+    assert first != second and os.path.isdir(first) and os.path.isdir(second)
+
+
+def test_evaluate_pairs_matches_perfect_and_inverted_predictions():
+    """A network forced to output the label (or its opposite) scores IoU 1 (or 0)."""
+    data_road = small_dataset()
+    pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))[:3]
+    size = helper.read_rgb(pairs[0][0]).shape[:2]
+    labels = np.stack([helper.kitti_label_to_onehot(helper.resize_nearest(helper.read_rgb(label), size))
+                       for _, label in pairs]).astype(np.float32)
+    for sign, expected_iou in ((1, 1.0), (-1, 0.0)):
+        with tf.Graph().as_default(), tf.Session() as sess:
+            image_input = tf.placeholder(tf.float32, [None, None, None, 3])
+            keep_prob = tf.placeholder_with_default(1.0, [])
+            logits = tf.constant(sign * 20.0 * (labels - 0.5))
+            metrics = helper.evaluate_pairs(sess, logits, keep_prob, image_input, pairs, size, batch_size=3)
+        assert abs(metrics.result()['iou'] - expected_iou) < 1e-6, metrics.result()
+
+
+# --------------------------------------------------------------------------- command line and end to end
+
+def test_command_line_rejects_bad_flags():
+    expect_error(SystemExit, main.parse_args, ['--image-shape', '100', '576'], contains=('multiples of 32',))
+    expect_error(SystemExit, main.parse_args, ['demo', '--keep-prob', '0'], contains=('--keep-prob',))
+    args = main.parse_args(['--epochs', '3'])
+    assert args.command == 'train' and args.epochs == 3 and args.image_shape == (160, 576)
+    assert main.parse_args([]).command == 'train'
+
+
+def test_train_explains_missing_kitti():
+    data_dir = scratch_dir('nokitti')
+    expect_error(SystemExit, main.run, ['train', '--data-dir', data_dir], contains=(helper.KITTI_PAGE, 'demo'))
+
+
+def test_demo_end_to_end_writes_a_model_and_overlays():
+    data_dir, runs_dir = scratch_dir('demo-data'), scratch_dir('demo-runs')
+    main.run(['demo', '--data-dir', data_dir, '--runs-dir', runs_dir, '--epochs', '1', '--image-shape', '32', '96'])
+    (run_dir,) = glob.glob(os.path.join(runs_dir, '*'))
+    overlays = sorted(glob.glob(os.path.join(run_dir, '*.png')))
+    tests = sorted(glob.glob(os.path.join(data_dir, 'demo', 'data_road', 'testing', 'image_2', '*.png')))
+    assert [os.path.basename(p) for p in overlays] == [os.path.basename(p) for p in tests]
+    for overlay, test in zip(overlays, tests):
+        assert iio.imread(overlay).shape == iio.imread(test).shape
+    assert os.path.isfile(os.path.join(run_dir, 'model', 'model.ckpt.index'))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        saver = tf.train.import_meta_graph(os.path.join(run_dir, 'model', 'model.ckpt.meta'))
+        saver.restore(sess, os.path.join(run_dir, 'model', 'model.ckpt'))
+        assert sess.graph.get_tensor_by_name('fcn8_output:0') is not None
+
+
+# --------------------------------------------------------------------------- real KITTI images (optional)
+
+def _require_shared_kitti():
+    if not os.path.isdir(SHARED_KITTI):
+        raise unittest.SkipTest('the KITTI sample is not at %s' % SHARED_KITTI)
+
+
+def test_real_kitti_sample_batches_and_overlays_at_every_size():
+    _require_shared_kitti()
+    get_batches_fn = helper.gen_batch_function(os.path.join(SHARED_KITTI, 'training'), SMALL_SHAPE)
+    images, labels = next(get_batches_fn(2))
+    assert images.shape == (2,) + SMALL_SHAPE + (3,) and 0.05 < labels[..., 1].mean() < 0.5
+    runs_dir = scratch_dir('kitti-runs')
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model = _small_fcn8(sess)
+        output_dir = helper.save_inference_samples(runs_dir, os.path.dirname(SHARED_KITTI), sess, SMALL_SHAPE,
+                                                   model.logits, model.keep_prob, model.image_input)
+    tests = sorted(glob.glob(os.path.join(SHARED_KITTI, 'testing', 'image_2', '*.png')))
+    sizes = set()
+    for test in tests:
+        overlay = iio.imread(os.path.join(output_dir, os.path.basename(test)))
+        assert overlay.shape == iio.imread(test).shape
+        sizes.add(overlay.shape)
+    assert len(sizes) == 4, sizes
+
+
+# --------------------------------------------------------------------------- runner
+
+def collect_tests():
+    """(name, function) of every test here and in tests/test_*.py."""
+    modules = [sys.modules[__name__]]
+    for path in sorted(glob.glob(os.path.join(HERE, 'tests', 'test_*.py'))):
+        spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules.append(module)
+    return [('%s.%s' % (module.__name__.replace('__main__', 'project_tests'), name), function)
+            for module in modules for name, function in vars(module).items()
+            if name.startswith('test_') and callable(function) and function.__module__ == module.__name__]
+
+
+def run_tests(tests):
+    passed, failed, skipped = [], [], []
+    started = time.time()
+    for name, function in tests:
+        test_started = time.time()
+        try:
+            function()
+        except unittest.SkipTest as reason:
+            skipped.append(name)
+            print('SKIP %s: %s' % (name, reason))
+        except Exception:
+            failed.append(name)
+            print('FAIL %s\n%s' % (name, traceback.format_exc()))
+        else:
+            passed.append(name)
+            print('PASS %s (%.1fs)' % (name, time.time() - test_started))
+        sys.stdout.flush()
+    print('%d skipped; %.0fs in all%s' % (len(skipped), time.time() - started,
+                                          ''.join('\nfailed: ' + name for name in failed)))
+    print('%d passed, %d failed' % (len(passed), len(failed)))
+    return not failed
+
+
+if __name__ == '__main__':
+    sys.exit(0 if run_tests(collect_tests()) else 1)
