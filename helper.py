@@ -3,8 +3,8 @@
 Everything that touches files lives here; the model maths lives in main.py.
 """
 import glob
+import hashlib
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -17,9 +17,16 @@ import numpy as np
 from tqdm import tqdm
 
 import road_metrics
+import vgg_builder
 
 VGG_URL = 'https://s3-us-west-1.amazonaws.com/udacity-selfdrivingcar/vgg.zip'
 VGG_FILES = ('saved_model.pb', 'variables/variables.index', 'variables/variables.data-00000-of-00001')
+# Keras' own mirror of the ImageNet VGG16 weights (with the top), and its checksum.
+KERAS_VGG16_URL = ('https://storage.googleapis.com/tensorflow/keras-applications/vgg16/'
+                   'vgg16_weights_tf_dim_ordering_tf_kernels.h5')
+# Checksums of the files whose content is known, verified after download.
+KNOWN_MD5 = {KERAS_VGG16_URL: '64373286793e3c8b2b4e3219cbf3544b'}
+VGG_SOURCES = ('udacity', 'keras')
 KITTI_PAGE = 'https://www.cvlibs.net/datasets/kitti/eval_road.php'
 KITTI_ARCHIVE = 'data_road.zip'
 
@@ -30,8 +37,6 @@ NOT_ROAD_COLOR = (255, 0, 0)
 OVERLAY_COLOR = (0, 255, 0)
 OVERLAY_ALPHA = 0.5
 ROAD_THRESHOLD = 0.5
-
-KITTI_IMAGE_NAME = re.compile(r'^(?P<category>[a-z]+)_(?P<index>\d+)\.png$')
 
 
 class DatasetError(RuntimeError):
@@ -45,20 +50,30 @@ class DownloadError(RuntimeError):
 # --------------------------------------------------------------------------- downloads
 
 def download_file(url, destination, description=None):
-    """Download `url` to `destination` with a progress bar; atomic (temp file + rename)."""
+    """Download `url` to `destination` with a progress bar; atomic (temp file + rename).
+
+    A file listed in KNOWN_MD5 whose checksum differs is refused (DownloadError).
+    """
     directory = os.path.dirname(os.path.abspath(destination))
     os.makedirs(directory, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix='.download-', suffix='.part', dir=directory)
     try:
+        checksum = hashlib.md5()
         with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get('Content-Length') or 0) or None
             with tqdm(total=total, unit='B', unit_scale=True, desc=description or os.path.basename(url)) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b''):
                     out.write(chunk)
+                    checksum.update(chunk)
                     bar.update(len(chunk))
+        expected = KNOWN_MD5.get(url)
+        if expected and checksum.hexdigest() != expected:
+            raise DownloadError('%s arrived corrupt (md5 %s, expected %s); try again'
+                                % (url, checksum.hexdigest(), expected))
         os.replace(partial, destination)
     except (urllib.error.URLError, OSError) as error:
-        raise DownloadError('could not download %s: %s' % (url, getattr(error, 'reason', error))) from error
+        reason = error if isinstance(error, urllib.error.HTTPError) else getattr(error, 'reason', error)
+        raise DownloadError('could not download %s: %s' % (url, reason)) from error
     finally:
         if os.path.exists(partial):
             os.remove(partial)
@@ -108,6 +123,52 @@ def maybe_download_pretrained_vgg(data_dir, url=VGG_URL):
         raise DownloadError('%s\nGet the pretrained VGG16 by hand: download %s on a connected machine and unzip it '
                             'into %s so that %s exists.'
                             % (error, url, data_dir, os.path.join(vgg_path, 'saved_model.pb'))) from error
+
+
+def keras_weights_path(url=KERAS_VGG16_URL):
+    """Where Keras caches downloaded weights ($KERAS_HOME/models, default ~/.keras/models)."""
+    keras_home = os.environ.get('KERAS_HOME', os.path.join(os.path.expanduser('~'), '.keras'))
+    return os.path.join(keras_home, 'models', os.path.basename(url))
+
+
+def build_vgg_from_keras(data_dir, url=KERAS_VGG16_URL):
+    """Write data_dir/vgg from Keras' ImageNet VGG16 weights, downloading them (528 MB) if not cached."""
+    weights = keras_weights_path(url)
+    if not os.path.isfile(weights):
+        download_file(url, weights, 'VGG16 ImageNet weights (Keras)')
+    print('Converting %s into an FCN-ready SavedModel at %s' % (weights, os.path.join(data_dir, 'vgg')))
+    return vgg_builder.write_keras_vgg16(os.path.join(data_dir, 'vgg'), weights)
+
+
+def ensure_vgg(data_dir, source='udacity', udacity_url=VGG_URL, keras_url=KERAS_VGG16_URL):
+    """Return data_dir/vgg, getting it from `source` if absent.
+
+    'udacity' downloads the classic vgg.zip and falls back to Keras' ImageNet
+    weights, with a notice, when that download fails; 'keras' goes to Keras
+    directly. When nothing can be downloaded, the error names both addresses
+    and how to place the files by hand.
+    """
+    if source not in VGG_SOURCES:
+        raise ValueError('unknown VGG source %r; use one of %s' % (source, ', '.join(VGG_SOURCES)))
+    vgg_path = os.path.join(data_dir, 'vgg')
+    if vgg_is_complete(vgg_path):
+        return vgg_path
+    failures = []
+    if source == 'udacity':
+        try:
+            return maybe_download_pretrained_vgg(data_dir, udacity_url)
+        except DownloadError as error:
+            failures.append(str(error).splitlines()[0])
+            print('Notice: %s; building the VGG16 from Keras\' ImageNet weights instead.' % failures[0])
+    try:
+        return build_vgg_from_keras(data_dir, keras_url)
+    except DownloadError as error:
+        failures.append(str(error))
+    raise DownloadError('could not get a pretrained VGG16:\n  %s\nPlace it by hand, on a connected machine:\n'
+                        '  either download %s and unzip it into %s (so that %s exists),\n'
+                        '  or download %s to %s and run again with --vgg-source keras.'
+                        % ('\n  '.join(failures), udacity_url, data_dir, os.path.join(vgg_path, 'saved_model.pb'),
+                           keras_url, keras_weights_path(keras_url)))
 
 
 def kitti_instructions(data_dir):
@@ -247,7 +308,7 @@ def split_pairs(pairs, fraction):
     """
     by_category = {}
     for pair in sorted(pairs):
-        by_category.setdefault(image_category(pair[0]), []).append(pair)
+        by_category.setdefault(road_metrics.kitti_category(pair[0]), []).append(pair)
     train, held_out = [], []
     for members in by_category.values():
         count = int(round(fraction * len(members)))
@@ -255,12 +316,6 @@ def split_pairs(pairs, fraction):
         for i, pair in enumerate(members):
             (held_out if i in chosen else train).append(pair)
     return train, held_out
-
-
-def image_category(path):
-    """KITTI category of an image path ('um', 'umm', 'uu'), or '' for other names."""
-    match = KITTI_IMAGE_NAME.match(os.path.basename(path))
-    return match.group('category') if match else ''
 
 
 def load_training_pair(image_path, label_path, image_shape):
@@ -387,7 +442,7 @@ def evaluate_pairs(sess, logits, keep_prob, image_input, pairs, image_shape, bat
                     labels[path], label.shape[1], label.shape[0], path, probability.shape[1], probability.shape[0]))
             onehot = kitti_label_to_onehot(label)
             metrics.update(np.clip(probability, 0.0, 1.0), onehot[..., 1], onehot.any(axis=-1),
-                           category=image_category(path))
+                           category=road_metrics.kitti_category(path))
     return metrics
 
 

@@ -31,10 +31,16 @@ NUM_CLASSES = 2
 VGG_TENSOR_NAMES = ('image_input:0', 'keep_prob:0', 'layer3_out:0', 'layer4_out:0', 'layer7_out:0')
 
 # Decoder constants. The pool4/pool3 scalings are those of the at-once FCN-8s
-# (Long, Shelhamer, Darrell): the skips start nearly silent and grow in.
-POOL4_SCALE = 0.01
-POOL3_SCALE = 0.0001
-INIT_STDDEV = 0.01
+# (Long, Shelhamer, Darrell): they bring the pretrained VGG16's large pool3 and
+# pool4 activations to the scale of its fc7 scores.
+AT_ONCE_SKIP_SCALES = (0.01, 0.0001)
+# Initial stddevs: 0.01 for the 1x1 score kernels, as in the classic exercise;
+# 0.1 for the transposed convolutions. At 0.01 the three stacked upsamplings
+# scale the scores down ~10^4-fold, Adam's normalised steps then drift the
+# encoder before the decoder passes any signal, and training from the demo's
+# random VGG diverged at every learning rate tried (README, "Demo").
+SCORE_INIT_STDDEV = 0.01
+UPSAMPLE_INIT_STDDEV = 0.1
 L2_SCALE = 1e-3
 OUTPUT_STRIDE = 32
 
@@ -75,9 +81,9 @@ def _has_tensor(graph, name):
         return False
 
 
-def _kernel(name, shape):
-    """A small-stddev kernel whose L2 norm is added to the regularisation losses."""
-    kernel = tf.get_variable(name, shape, initializer=tf.truncated_normal_initializer(stddev=INIT_STDDEV))
+def _kernel(name, shape, stddev):
+    """A small random kernel whose L2 norm is added to the regularisation losses."""
+    kernel = tf.get_variable(name, shape, initializer=tf.truncated_normal_initializer(stddev=stddev))
     tf.add_to_collection(tf.GraphKeys.REGULARIZATION_LOSSES, L2_SCALE * tf.nn.l2_loss(kernel))
     return kernel
 
@@ -85,7 +91,7 @@ def _kernel(name, shape):
 def _score(x, num_classes, name):
     """1x1 convolution to per-class scores."""
     with tf.variable_scope(name):
-        kernel = _kernel('kernel', [1, 1, x.shape[-1], num_classes])
+        kernel = _kernel('kernel', [1, 1, x.shape[-1], num_classes], SCORE_INIT_STDDEV)
         bias = tf.get_variable('bias', [num_classes], initializer=tf.zeros_initializer())
         return tf.nn.bias_add(tf.nn.conv2d(x, kernel, [1, 1, 1, 1], 'SAME'), bias)
 
@@ -93,15 +99,19 @@ def _score(x, num_classes, name):
 def _upsample(x, num_classes, factor, output_hw, name):
     """Transposed convolution by `factor` (kernel 2*factor) to the spatial size `output_hw`."""
     with tf.variable_scope(name):
-        kernel = _kernel('kernel', [2 * factor, 2 * factor, num_classes, num_classes])
+        kernel = _kernel('kernel', [2 * factor, 2 * factor, num_classes, num_classes], UPSAMPLE_INIT_STDDEV)
         bias = tf.get_variable('bias', [num_classes], initializer=tf.zeros_initializer())
         output_shape = tf.concat([tf.shape(x)[:1], output_hw, [num_classes]], axis=0)
         y = tf.nn.conv2d_transpose(x, kernel, output_shape, [1, factor, factor, 1], 'SAME')
         return tf.nn.bias_add(y, bias)
 
 
-def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes):
+def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, skip_scales=AT_ONCE_SKIP_SCALES):
     """The FCN-8 decoder: scores of layer7, x2, + pool4 scores, x2, + pool3 scores, x8.
+
+    pool4 and pool3 are multiplied by `skip_scales` before their 1x1 scores;
+    an encoder whose activations are all of one scale (like the demo's random
+    VGG) wants (1, 1).
 
     For an input whose height and width are multiples of 32 the output has the
     input's size. Otherwise (VGG pools round up) it is 8 * ceil(size / 8): the
@@ -110,8 +120,8 @@ def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes):
     """
     with tf.variable_scope(None, default_name='fcn8'):
         score7 = _score(vgg_layer7_out, num_classes, 'score_layer7')
-        score4 = _score(vgg_layer4_out * POOL4_SCALE, num_classes, 'score_pool4')
-        score3 = _score(vgg_layer3_out * POOL3_SCALE, num_classes, 'score_pool3')
+        score4 = _score(vgg_layer4_out * skip_scales[0], num_classes, 'score_pool4')
+        score3 = _score(vgg_layer3_out * skip_scales[1], num_classes, 'score_pool3')
         fuse4 = _upsample(score7, num_classes, 2, tf.shape(score4)[1:3], 'up2_layer7') + score4
         fuse3 = _upsample(fuse4, num_classes, 2, tf.shape(score3)[1:3], 'up2_pool4') + score3
         output = _upsample(fuse3, num_classes, 8, 8 * tf.shape(score3)[1:3], 'up8_pool3')
@@ -170,11 +180,11 @@ def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_l
 FCN8 = collections.namedtuple('FCN8', 'image_input keep_prob correct_label learning_rate output logits train_op loss')
 
 
-def build_fcn8(sess, vgg_path, num_classes):
+def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES):
     """Load VGG, add the decoder and the optimiser, initialise what VGG did not bring."""
     image_input, keep_prob, layer3, layer4, layer7 = load_vgg(sess, vgg_path)
     pretrained = set(tf.global_variables())
-    output = layers(layer3, layer4, layer7, num_classes)
+    output = layers(layer3, layer4, layer7, num_classes, skip_scales)
     correct_label = tf.placeholder(tf.float32, [None, None, None, num_classes], name='correct_label')
     learning_rate = tf.placeholder(tf.float32, [], name='learning_rate')
     logits, train_op, loss = optimize(output, correct_label, learning_rate, num_classes)
@@ -207,7 +217,7 @@ def train_and_save(args, data_road, vgg_path, pairs):
     tf.reset_default_graph()
     tf.set_random_seed(args.seed)
     sess = tf.Session()
-    model = build_fcn8(sess, vgg_path, NUM_CLASSES)
+    model = build_fcn8(sess, vgg_path, NUM_CLASSES, tuple(args.skip_scales))
     get_batches_fn = helper.gen_batch_function(os.path.join(data_road, 'training'), args.image_shape,
                                                pairs=pairs, seed=args.seed)
     run_dir = helper.new_run_dir(args.runs_dir)
@@ -226,7 +236,7 @@ def train_and_save(args, data_road, vgg_path, pairs):
 def train(args):
     """The main job: KITTI Road + pretrained VGG16."""
     data_road = helper.maybe_download_kitti(args.data_dir, args.kitti_url)
-    vgg_path = args.vgg_dir or helper.maybe_download_pretrained_vgg(args.data_dir)
+    vgg_path = args.vgg_dir or helper.ensure_vgg(args.data_dir, args.vgg_source)
     pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
     sess, _, run_dir, _ = train_and_save(args, data_road, vgg_path, pairs)
     sess.close()
@@ -234,7 +244,7 @@ def train(args):
 
 
 DEMO_HELD_OUT = 40
-DEMO_TRAIN_IMAGES = 160
+DEMO_TRAIN_IMAGES = 440
 DEMO_VGG_WIDTH = 0.125
 
 
@@ -244,7 +254,7 @@ def demo(args):
     data_road = roadgen.ensure_dataset(demo_dir, n_train=DEMO_TRAIN_IMAGES + DEMO_HELD_OUT, n_test=12,
                                        seed=args.seed)
     vgg_path = args.vgg_dir or os.path.join(demo_dir, 'vgg')
-    if not helper.vgg_is_complete(vgg_path):
+    if args.vgg_dir is None and not helper.vgg_is_complete(vgg_path):
         vgg_builder.write_random_vgg16(vgg_path, width=DEMO_VGG_WIDTH, seed=args.seed)
     pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
     train_pairs, held_out = helper.split_pairs(pairs, DEMO_HELD_OUT / len(pairs))
@@ -271,13 +281,16 @@ def _add_training_flags(parser, defaults):
                         help='dropout keep probability of fc6/fc7 while training (default: %(default)s)')
     parser.add_argument('--image-shape', type=int, nargs=2, metavar=('H', 'W'), default=defaults['image_shape'],
                         help='network input size, multiples of %d (default: %%(default)s)' % OUTPUT_STRIDE)
+    parser.add_argument('--skip-scales', type=float, nargs=2, metavar=('POOL4', 'POOL3'),
+                        default=defaults['skip_scales'],
+                        help='factors on pool4 and pool3 before their scores (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
 
 
 TRAIN_DEFAULTS = dict(vgg='<data-dir>/vgg, downloaded if absent', epochs=25, batch_size=8, learning_rate=1e-4,
-                      keep_prob=0.5, image_shape=[160, 576])
-DEMO_DEFAULTS = dict(vgg='<data-dir>/demo/vgg, built with random weights if absent', epochs=12, batch_size=8,
-                     learning_rate=1e-3, keep_prob=1.0, image_shape=[96, 320])
+                      keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES))
+DEMO_DEFAULTS = dict(vgg='<data-dir>/demo/vgg, built with random weights if absent', epochs=15, batch_size=8,
+                     learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0])
 
 
 def build_parser():
@@ -285,6 +298,9 @@ def build_parser():
     commands = parser.add_subparsers(dest='command')
     train_parser = commands.add_parser('train', help='train on KITTI Road (the default command)')
     _add_training_flags(train_parser, TRAIN_DEFAULTS)
+    train_parser.add_argument('--vgg-source', choices=helper.VGG_SOURCES, default='udacity',
+                              help="where to get VGG16 if <data-dir>/vgg is absent: Udacity's vgg.zip (falling back "
+                                   "to keras when it fails) or Keras' ImageNet weights (default: %(default)s)")
     train_parser.add_argument('--kitti-url', default=None,
                               help='the data_road.zip link KITTI mails you: downloaded and unpacked if KITTI is absent')
     demo_parser = commands.add_parser('demo', help='offline demo on a generated road dataset')
@@ -324,7 +340,7 @@ def run(argv=None):
     job = {'train': train, 'demo': demo}[args.command]
     try:
         job(args)
-    except (helper.DatasetError, helper.DownloadError, VGGModelError) as error:
+    except (helper.DatasetError, helper.DownloadError, VGGModelError, FloatingPointError) as error:
         raise SystemExit('main.py %s: %s' % (args.command, error))
 
 
