@@ -318,35 +318,42 @@ def split_pairs(pairs, fraction):
     return train, held_out
 
 
+def check_same_size(image_path, image, label_path, label):
+    if image.shape[:2] != label.shape[:2]:
+        raise DatasetError('label %s is %dx%d but its image %s is %dx%d' % (
+            label_path, label.shape[1], label.shape[0], image_path, image.shape[1], image.shape[0]))
+
+
 def load_training_pair(image_path, label_path, image_shape):
     """One decoded, resized (image uint8, one-hot label bool) pair."""
     image, label = read_rgb(image_path), read_rgb(label_path)
-    if image.shape != label.shape:
-        raise DatasetError('label %s is %dx%d but its image %s is %dx%d' % (
-            label_path, label.shape[1], label.shape[0], image_path, image.shape[1], image.shape[0]))
+    check_same_size(image_path, image, label_path, label)
     return resize_image(image, image_shape), kitti_label_to_onehot(resize_nearest(label, image_shape))
 
 
-def gen_batch_function(data_folder, image_shape, pairs=None, seed=0):
+def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch=0):
     """Make `get_batches_fn(batch_size)` over a KITTI Road training folder.
 
     Every image is decoded and resized once, up front; each call of
     `get_batches_fn` then yields shuffled (images uint8 [B,H,W,3], labels bool
     [B,H,W,2]) batches from memory. `pairs` restricts it to some
-    (image, label) paths of the folder (e.g. a training split).
+    (image, label) paths of the folder (e.g. a training split). The order of
+    the n-th call depends only on (seed, first_epoch + n), so a resumed run
+    sees the batches an uninterrupted one would.
     """
     pairs = kitti_road_pairs(data_folder) if pairs is None else list(pairs)
     decoded = [load_training_pair(image, label, image_shape)
                for image, label in tqdm(pairs, desc='decoding %d images' % len(pairs), unit='img', leave=False)]
     images = np.stack([image for image, _ in decoded])
     labels = np.stack([label for _, label in decoded])
-    rng = np.random.default_rng(seed)
+    epochs_served = [first_epoch]
 
     def get_batches_fn(batch_size):
         """Yield shuffled batches of (images, one-hot labels)."""
         if batch_size < 1:
             raise ValueError('batch_size must be >= 1, got %r' % (batch_size,))
-        order = rng.permutation(len(images))
+        order = np.random.default_rng([seed, epochs_served[0]]).permutation(len(images))
+        epochs_served[0] += 1
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             yield images[batch], labels[batch]
@@ -373,11 +380,44 @@ def road_probability_graph(logits, image_input, image_shape):
     return tf.image.resize(road, output_size, method='bilinear')[..., 0], output_size
 
 
-def predict_road_probabilities(sess, road_probability, output_size, image_input, keep_prob, images, image_shape,
-                               original_shape):
-    """Road probabilities at `original_shape` for a batch of same-size RGB images."""
-    batch = np.stack([resize_image(image, image_shape) for image in images])
-    return sess.run(road_probability, {image_input: batch, keep_prob: 1.0, output_size: original_shape})
+class SessionPredictor:
+    """Road probabilities, at the images' own size, from a graph being trained.
+
+    One graph call per batch of same-size images; the softmax and the resize
+    back happen in the graph, whose ops are built once here.
+    """
+
+    def __init__(self, sess, logits, keep_prob, image_input, image_shape):
+        self.sess, self.keep_prob, self.image_input, self.image_shape = sess, keep_prob, image_input, image_shape
+        self.road_probability, self.output_size = road_probability_graph(logits, image_input, image_shape)
+
+    def __call__(self, images):
+        batch = np.stack([resize_image(image, self.image_shape) for image in images])
+        return self.sess.run(self.road_probability, {self.image_input: batch, self.keep_prob: 1.0,
+                                                     self.output_size: images[0].shape[:2]})
+
+
+class ExportedModel:
+    """An exported inference SavedModel: RGB uint8 of any size in, road probability at that size out."""
+    TAG = 'serve'
+    INPUT = 'image:0'
+    OUTPUT = 'road_probability:0'
+
+    def __init__(self, export_dir):
+        import tensorflow.compat.v1 as tf
+        if not os.path.isfile(os.path.join(export_dir, 'saved_model.pb')):
+            raise DatasetError('no exported model at %s: pass a run folder made by python main.py train (it holds '
+                               'export/) or its export/ folder' % export_dir)
+        self.graph = tf.Graph()
+        self.sess = tf.Session(graph=self.graph)
+        with self.graph.as_default():
+            tf.saved_model.loader.load(self.sess, [self.TAG], export_dir)
+
+    def __call__(self, images):
+        return self.sess.run(self.OUTPUT, {self.INPUT: np.stack(images)})
+
+    def close(self):
+        self.sess.close()
 
 
 def road_overlay(image, road_probability):
@@ -388,15 +428,23 @@ def road_overlay(image, road_probability):
     return np.rint(overlay).astype(np.uint8)
 
 
-def group_by_size(paths, batch_size):
+def group_by_size(paths, batch_size, on_unreadable=None):
     """Yield (paths, images) batches whose images share one size.
 
     Images are read one at a time and held per size only until a batch is
-    full, so memory stays at a few batches whatever the folder holds.
+    full, so memory stays at a few batches whatever the folder holds. An
+    unreadable image raises DatasetError, or with `on_unreadable` is passed
+    to it as (path, error) and skipped.
     """
     pending = {}
     for path in sorted(paths):
-        image = read_rgb(path)
+        try:
+            image = read_rgb(path)
+        except DatasetError as error:
+            if on_unreadable is None:
+                raise
+            on_unreadable(path, error)
+            continue
         bucket = pending.setdefault(image.shape[:2], [])
         bucket.append((path, image))
         if len(bucket) == batch_size:
@@ -409,41 +457,78 @@ def _unzip_batch(items):
     return [path for path, _ in items], [image for _, image in items]
 
 
+def predictions(predict, paths, batch_size=8, on_unreadable=None):
+    """Yield (path, image, road probability at the image's size) for every image path."""
+    for batch_paths, images in group_by_size(paths, batch_size, on_unreadable):
+        for path, image, probability in zip(batch_paths, images, predict(images)):
+            yield path, image, probability
+
+
 def gen_test_output(sess, logits, keep_prob, image_pl, data_folder, image_shape, batch_size=8):
     """Yield (file name, overlay at the image's original resolution) for `data_folder/image_2/*.png`."""
     paths = glob.glob(os.path.join(data_folder, 'image_2', '*.png'))
     if not paths:
         raise DatasetError('no test images (*.png) in %s' % os.path.join(data_folder, 'image_2'))
-    road_probability, output_size = road_probability_graph(logits, image_pl, image_shape)
-    for batch_paths, images in group_by_size(paths, batch_size):
-        probabilities = predict_road_probabilities(sess, road_probability, output_size, image_pl, keep_prob,
-                                                   images, image_shape, images[0].shape[:2])
-        for path, image, probability in zip(batch_paths, images, probabilities):
-            yield os.path.basename(path), road_overlay(image, probability)
+    predict = SessionPredictor(sess, logits, keep_prob, image_pl, image_shape)
+    for path, image, probability in predictions(predict, paths, batch_size):
+        yield os.path.basename(path), road_overlay(image, probability)
 
 
-def evaluate_pairs(sess, logits, keep_prob, image_input, pairs, image_shape, batch_size=8):
-    """Road metrics (road_metrics.RoadMetrics) of the network on labelled (image, label) pairs.
+def evaluate(predict, pairs, batch_size=8):
+    """Road metrics (road_metrics.RoadMetrics) of `predict` on labelled (image, label) pairs.
 
     Predictions are compared with the labels at the labels' own resolution,
     as the KITTI devkit does; don't-care pixels are left out.
     """
     metrics = road_metrics.RoadMetrics()
     labels = dict(pairs)
-    road_probability, output_size = road_probability_graph(logits, image_input, image_shape)
-    batches = group_by_size(labels, batch_size)
-    for paths, images in tqdm(batches, desc='evaluating', unit='batch', leave=False):
-        probabilities = predict_road_probabilities(sess, road_probability, output_size, image_input, keep_prob,
-                                                   images, image_shape, images[0].shape[:2])
-        for path, probability in zip(paths, probabilities):
-            label = read_rgb(labels[path])
-            if label.shape[:2] != probability.shape:
-                raise DatasetError('label %s is %dx%d but its image %s is %dx%d' % (
-                    labels[path], label.shape[1], label.shape[0], path, probability.shape[1], probability.shape[0]))
-            onehot = kitti_label_to_onehot(label)
-            metrics.update(np.clip(probability, 0.0, 1.0), onehot[..., 1], onehot.any(axis=-1),
-                           category=road_metrics.kitti_category(path))
+    for path, image, probability in tqdm(predictions(predict, labels, batch_size), total=len(labels),
+                                         desc='evaluating', unit='img', leave=False):
+        if not np.isfinite(probability).all():
+            raise FloatingPointError('the network gives non-finite road probabilities for %s' % path)
+        label = read_rgb(labels[path])
+        check_same_size(path, image, labels[path], label)
+        onehot = kitti_label_to_onehot(label)
+        metrics.update(np.clip(probability, 0.0, 1.0), onehot[..., 1], onehot.any(axis=-1),
+                       category=road_metrics.kitti_category(path))
     return metrics
+
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+
+
+def expand_image_inputs(inputs):
+    """Files, folders (their images, not recursive) and glob patterns -> sorted image paths.
+
+    An input that matches nothing raises DatasetError naming it.
+    """
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = [os.path.join(item, name) for name in sorted(os.listdir(item))
+                     if name.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.exists(item):
+            found = [item]
+        else:
+            found = sorted(glob.glob(item))
+        if not found:
+            raise DatasetError('no images found for %r (give image files, folders or glob patterns)' % item)
+        paths.extend(found)
+    return sorted(set(paths))
+
+
+def write_predictions(predict, paths, out_dir, masks=False, on_unreadable=None):
+    """Write <name>.png overlays (and <name>_road.png probabilities) at each image's size; returns the count."""
+    written = 0
+    results = predictions(predict, paths, on_unreadable=on_unreadable)
+    for path, image, probability in tqdm(results, total=len(paths), desc='infer', unit='img'):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        write_png_atomically(os.path.join(out_dir, stem + '.png'), road_overlay(image, probability))
+        if masks:
+            mask = np.rint(np.clip(probability, 0, 1) * 255).astype(np.uint8)
+            write_png_atomically(os.path.join(out_dir, stem + '_road.png'), mask)
+        written += 1
+    return written
 
 
 def new_run_dir(runs_dir):

@@ -7,6 +7,7 @@ Run `python main.py --help` or `python main.py demo --help` for the flags.
 """
 import argparse
 import collections
+import json
 import math
 import os
 import shutil
@@ -21,7 +22,9 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import helper  # noqa: E402
+import road_metrics  # noqa: E402
 import roadgen  # noqa: E402
+import run_folder  # noqa: E402
 import vgg_builder  # noqa: E402
 
 tf.disable_eager_execution()
@@ -56,11 +59,16 @@ def load_vgg(sess, vgg_path):
 
     Returns (image_input, keep_prob, layer3_out, layer4_out, layer7_out).
     """
+    return _import_vgg(sess, vgg_path)
+
+
+def _import_vgg(sess, vgg_path, input_map=None):
+    """load_vgg, optionally wiring the VGG's inputs to other tensors (`input_map`, as import_meta_graph)."""
     if not os.path.isfile(os.path.join(vgg_path, 'saved_model.pb')):
         raise VGGModelError('no SavedModel at %s (expected %s). Run python main.py to download the pretrained '
                             'VGG16, or pass --vgg-dir.' % (vgg_path, os.path.join(vgg_path, 'saved_model.pb')))
     try:
-        tf.saved_model.loader.load(sess, [vgg_builder.VGG_TAG], vgg_path)
+        tf.saved_model.loader.load(sess, [vgg_builder.VGG_TAG], vgg_path, input_map=input_map)
     except RuntimeError as error:
         raise VGGModelError('%s is not the FCN-ready VGG16 model: %s' % (vgg_path, error)) from error
     graph = sess.graph
@@ -148,16 +156,19 @@ def optimize(nn_last_layer, correct_label, learning_rate, num_classes):
 
 
 def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_loss, input_image,
-             correct_label, keep_prob, learning_rate, keep_prob_value=0.5, learning_rate_value=1e-4):
-    """Train for `epochs`; a progress bar per epoch, a summary line after it.
+             correct_label, keep_prob, learning_rate, keep_prob_value=0.5, learning_rate_value=1e-4,
+             start_epoch=0, on_epoch_end=None):
+    """Train epochs start_epoch+1 .. epochs; a progress bar per epoch, a summary line after it.
 
-    Returns the mean loss of every epoch. Stops with FloatingPointError on a
-    non-finite loss, before the weights it produced are used any further.
+    `on_epoch_end(epoch, mean_loss)` may validate and save; the text it
+    returns ends the epoch's line. Returns the mean loss of every epoch
+    trained. Stops with FloatingPointError on a non-finite loss, before the
+    weights it produced are saved or used.
     """
     num_images = getattr(get_batches_fn, 'num_images', None)
     batches_per_epoch = math.ceil(num_images / batch_size) if num_images else None
     history = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start_epoch + 1, epochs + 1):
         started, total, seen = time.time(), 0.0, 0
         bar = tqdm(get_batches_fn(batch_size), total=batches_per_epoch, desc='epoch %d/%d' % (epoch, epochs),
                    unit='batch', leave=False)
@@ -172,8 +183,10 @@ def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_l
         if not seen:
             raise ValueError('get_batches_fn(%d) yielded no batches' % batch_size)
         history.append(total / seen)
-        tqdm.write('epoch %d/%d: loss %.4f over %d images in %.1fs'
-                   % (epoch, epochs, history[-1], seen, time.time() - started))
+        trained = time.time() - started
+        report = on_epoch_end(epoch, history[-1]) if on_epoch_end else ''
+        tqdm.write('epoch %d/%d: loss %.4f over %d images in %.1fs%s'
+                   % (epoch, epochs, history[-1], seen, trained, ', ' + report if report else ''))
     return history
 
 
@@ -193,54 +206,178 @@ def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES):
     return FCN8(image_input, keep_prob, correct_label, learning_rate, output, logits, train_op, loss)
 
 
-def save_checkpoint(sess, run_dir):
-    """Save all variables to run_dir/model/ atomically (staged, then renamed)."""
-    target = os.path.join(run_dir, 'model')
-    staging = tempfile.mkdtemp(prefix='.model-', dir=run_dir)
+def export_inference_model(checkpoint_prefix, export_dir, vgg_path, image_shape, skip_scales,
+                           num_classes=NUM_CLASSES):
+    """Write an inference SavedModel (tag 'serve') from a training checkpoint.
+
+    Input `image:0`: RGB uint8 [B, H, W, 3] of any size; output
+    `road_probability:0`: float [B, H, W], the road softmax resized back to
+    the input's size. Resizing to `image_shape` happens in the graph, as the
+    training images were resized. Written to a temporary folder, then renamed.
+    """
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
     try:
-        tf.train.Saver().save(sess, os.path.join(staging, 'model.ckpt'), write_meta_graph=True)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.rename(staging, target)
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+            image = tf.placeholder(tf.uint8, [None, None, None, 3], name='image')
+            resized = tf.image.resize(tf.cast(image, tf.float32), image_shape, method='bilinear')
+            _, _, layer3, layer4, layer7 = _import_vgg(sess, vgg_path, {'image_input:0': resized})
+            scores = layers(layer3, layer4, layer7, num_classes, skip_scales)
+            road = tf.nn.softmax(scores)[..., 1:2]
+            tf.identity(tf.image.resize(road, tf.shape(image)[1:3], method='bilinear')[..., 0],
+                        name='road_probability')
+            tf.train.Saver(tf.global_variables()).restore(sess, checkpoint_prefix)
+            builder = tf.saved_model.Builder(os.path.join(staging, 'model'))
+            builder.add_meta_graph_and_variables(sess, [helper.ExportedModel.TAG])
+            builder.save()
+        if os.path.exists(export_dir):
+            shutil.rmtree(export_dir)
+        os.rename(os.path.join(staging, 'model'), export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return export_dir
 
 
-# --------------------------------------------------------------------------- jobs
+# --------------------------------------------------------------------------- training runs
 
-def train_and_save(args, data_road, vgg_path, pairs):
-    """Train on `pairs`, save the model and the test overlays; returns (sess, model, run_dir, history).
+def new_run_config(args, data_road, vgg_path, train_pairs, val_pairs):
+    """Everything a run needs to be resumed exactly: settings and the split."""
+    return {'data_road': os.path.abspath(data_road), 'vgg_path': os.path.abspath(vgg_path),
+            'image_shape': list(args.image_shape), 'batch_size': args.batch_size,
+            'learning_rate': args.learning_rate, 'keep_prob': args.keep_prob,
+            'skip_scales': list(args.skip_scales), 'seed': args.seed, 'epochs': args.epochs,
+            'train': [list(pair) for pair in train_pairs], 'val': [list(pair) for pair in val_pairs]}
 
-    The caller owns (and closes) the returned session.
+
+class EpochReporter:
+    """After each epoch: validation metrics, metrics.csv, TensorBoard, the last and best checkpoints."""
+
+    OVERLAYS_PER_EPOCH = 3
+
+    def __init__(self, sess, model, run, config, best_maxf):
+        self.sess, self.model, self.run, self.config = sess, model, run, config
+        self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
+        self.predict = helper.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input,
+                                               tuple(config['image_shape']))
+        self.best_maxf = best_maxf
+        self.rows = run.read_metrics()
+        self.completed = 0
+        # The loss train_nn checks is computed before each update: the last update of an epoch is checked here.
+        self.weights_finite = tf.reduce_all([tf.reduce_all(tf.is_finite(v)) for v in tf.trainable_variables()])
+
+    def __call__(self, epoch, loss):
+        if not self.sess.run(self.weights_finite):
+            raise FloatingPointError('the weights became non-finite in epoch %d; lower --learning-rate' % epoch)
+        val_pairs = [tuple(pair) for pair in self.config['val']]
+        result = helper.evaluate(self.predict, val_pairs).result() if val_pairs else {}
+        self.completed = epoch
+        state = {'epoch': epoch, 'best_maxf': max(self.best_maxf, result.get('maxf', -1.0))}
+        improved = result.get('maxf', -1.0) > self.best_maxf or not val_pairs
+        if improved:  # best before last: a kill in between never leaves a best MaxF without its weights
+            self.best_maxf = state['best_maxf']
+            self.run.save_checkpoint(self.sess, self.saver, 'best', state)
+        self.run.save_checkpoint(self.sess, self.saver, 'last', state)
+        self.rows = [row for row in self.rows if int(row['epoch']) < epoch]
+        self.rows.append(dict({'epoch': epoch, 'loss': '%.6f' % loss},
+                              **{key: '%.6f' % result[key] for key in ('iou', 'maxf', 'ap', 'precision', 'recall')
+                                 if key in result}))
+        self.run.write_metrics(self.rows)
+        self.run.write_summaries(epoch, dict({'loss': loss}, **{'val/' + k: result[k] for k in ('iou', 'maxf')
+                                                                  if k in result}),
+                                 self._overlays(val_pairs))
+        if not result:
+            return ''
+        return 'val IoU %.3f MaxF %.3f%s' % (result['iou'], result['maxf'], ' (best)' if improved else '')
+
+    def _overlays(self, val_pairs):
+        paths = [image for image, _ in val_pairs[:self.OVERLAYS_PER_EPOCH]]
+        return [('val/%s' % os.path.basename(path), helper.road_overlay(image, probability))
+                for path, image, probability in helper.predictions(self.predict, paths)]
+
+    def save_interrupted(self):
+        """Ctrl-C: keep the weights as they are, counted as the last completed epoch."""
+        state = {'epoch': self.completed, 'best_maxf': self.best_maxf}
+        return self.run.save_checkpoint(self.sess, self.saver, 'last', state)
+
+
+def fit(run, config, resume=False):
+    """Train the run described by `config`, from its last checkpoint if `resume`.
+
+    Returns (sess, model); the caller closes the session. Ctrl-C saves a
+    checkpoint and stops with SystemExit; a non-finite loss stops with
+    FloatingPointError and leaves the last good checkpoint in place.
     """
     tf.reset_default_graph()
-    tf.set_random_seed(args.seed)
+    tf.set_random_seed(config['seed'])
     sess = tf.Session()
-    model = build_fcn8(sess, vgg_path, NUM_CLASSES, tuple(args.skip_scales))
-    get_batches_fn = helper.gen_batch_function(os.path.join(data_road, 'training'), args.image_shape,
-                                               pairs=pairs, seed=args.seed)
-    run_dir = helper.new_run_dir(args.runs_dir)
+    model = build_fcn8(sess, config['vgg_path'], NUM_CLASSES, tuple(config['skip_scales']))
+    state = {'epoch': 0, 'best_maxf': -1.0}
+    saved = run.checkpoint_state('last') if resume else None
+    if saved:
+        tf.train.Saver(tf.global_variables()).restore(sess, run.checkpoint_prefix('last'))
+        state = saved
+    if resume:
+        print('Resuming %s after epoch %d of %d' % (run.path, state['epoch'], config['epochs']))
+    get_batches_fn = helper.gen_batch_function(os.path.join(config['data_road'], 'training'),
+                                               tuple(config['image_shape']),
+                                               pairs=[tuple(pair) for pair in config['train']],
+                                               seed=config['seed'], first_epoch=state['epoch'])
+    reporter = EpochReporter(sess, model, run, config, state['best_maxf'])
+    reporter.completed = state['epoch']
     started = time.time()
-    history = train_nn(sess, args.epochs, args.batch_size, get_batches_fn, model.train_op, model.loss,
-                       model.image_input, model.correct_label, model.keep_prob, model.learning_rate,
-                       keep_prob_value=args.keep_prob, learning_rate_value=args.learning_rate)
-    print('Trained %d epochs on %d images in %.0fs: loss %.4f -> %.4f'
-          % (args.epochs, len(pairs), time.time() - started, history[0], history[-1]))
-    print('Model saved to %s' % save_checkpoint(sess, run_dir))
-    helper.save_inference_samples(args.runs_dir, os.path.dirname(data_road), sess, args.image_shape, model.logits,
-                                  model.keep_prob, model.image_input, output_dir=run_dir)
-    return sess, model, run_dir, history
+    try:
+        history = train_nn(sess, config['epochs'], config['batch_size'], get_batches_fn, model.train_op, model.loss,
+                           model.image_input, model.correct_label, model.keep_prob, model.learning_rate,
+                           keep_prob_value=config['keep_prob'], learning_rate_value=config['learning_rate'],
+                           start_epoch=state['epoch'], on_epoch_end=reporter)
+    except KeyboardInterrupt:
+        saved = reporter.save_interrupted()
+        raise SystemExit('Interrupted: saved %s after epoch %d. Continue with: python main.py train --resume %s'
+                         % (saved, reporter.completed, run.path))
+    except FloatingPointError as error:
+        raise FloatingPointError('%s. The last good checkpoint (epoch %d) is in %s; continue with: '
+                                 'python main.py train --resume %s' % (error, reporter.completed,
+                                                                      run.checkpoint_dir('last'), run.path))
+    finally:
+        run.close()
+    if history:
+        print('Trained epochs %d-%d on %d images in %.0fs: loss %.4f -> %.4f; best validation MaxF %.3f'
+              % (state['epoch'] + 1, config['epochs'], len(config['train']), time.time() - started, history[0],
+                 history[-1], reporter.best_maxf))
+    return sess, model
+
+
+def finish_run(sess, model, run, config):
+    """Export the best model and write the test overlays into the run folder."""
+    export_dir = export_inference_model(run.checkpoint_prefix('best'), os.path.join(run.path, 'export'),
+                                        config['vgg_path'], tuple(config['image_shape']),
+                                        tuple(config['skip_scales']))
+    print('Exported the best model to %s' % export_dir)
+    helper.save_inference_samples(os.path.dirname(run.path), os.path.dirname(config['data_road']), sess,
+                                  tuple(config['image_shape']), model.logits, model.keep_prob, model.image_input,
+                                  output_dir=run.path)
 
 
 def train(args):
-    """The main job: KITTI Road + pretrained VGG16."""
-    data_road = helper.maybe_download_kitti(args.data_dir, args.kitti_url)
-    vgg_path = args.vgg_dir or helper.ensure_vgg(args.data_dir, args.vgg_source)
-    pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
-    sess, _, run_dir, _ = train_and_save(args, data_road, vgg_path, pairs)
+    """The main job: KITTI Road + pretrained VGG16 (or --resume RUN_DIR)."""
+    if args.resume:
+        run = run_folder.RunFolder(args.resume)
+        config = run.read_config()
+        if args.epochs_given:
+            config['epochs'] = args.epochs
+            run.write_config(config)
+    else:
+        data_road = helper.maybe_download_kitti(args.data_dir, args.kitti_url)
+        vgg_path = args.vgg_dir or helper.ensure_vgg(args.data_dir, args.vgg_source)
+        pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
+        train_pairs, val_pairs = helper.split_pairs(pairs, args.val_fraction)
+        run = run_folder.RunFolder(helper.new_run_dir(args.runs_dir))
+        config = new_run_config(args, data_road, vgg_path, train_pairs, val_pairs)
+        run.write_config(config)
+    sess, model = fit(run, config, resume=bool(args.resume))
+    finish_run(sess, model, run, config)
     sess.close()
-    print('train: done, model and overlays in %s' % run_dir)
+    print('train: done, model and overlays in %s' % run.path)
 
 
 DEMO_HELD_OUT = 40
@@ -258,12 +395,30 @@ def demo(args):
         vgg_builder.write_random_vgg16(vgg_path, width=DEMO_VGG_WIDTH, seed=args.seed)
     pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
     train_pairs, held_out = helper.split_pairs(pairs, DEMO_HELD_OUT / len(pairs))
-    sess, model, run_dir, _ = train_and_save(args, data_road, vgg_path, train_pairs)
-    metrics = helper.evaluate_pairs(sess, model.logits, model.keep_prob, model.image_input, held_out,
-                                    args.image_shape)
+    run = run_folder.RunFolder(helper.new_run_dir(args.runs_dir))
+    config = new_run_config(args, data_road, vgg_path, train_pairs, held_out)
+    run.write_config(config)
+    sess, model = fit(run, config)
+    finish_run(sess, model, run, config)
     sess.close()
+    metrics = evaluate_model(os.path.join(run.path, 'export'), held_out)
     print('demo: road IoU %.2f on %d held-out images, overlays in %s'
-          % (metrics.result()['iou'], len(held_out), run_dir))
+          % (metrics.result()['iou'], len(held_out), run.path))
+
+
+def evaluate_model(model_dir, pairs):
+    """RoadMetrics of an exported model (a run folder or its export/) on labelled pairs."""
+    exported = helper.ExportedModel(resolve_export_dir(model_dir))
+    try:
+        return helper.evaluate(exported, pairs)
+    finally:
+        exported.close()
+
+
+def resolve_export_dir(model):
+    """A run folder means its export/; anything else is taken as an exported model folder."""
+    inside = os.path.join(model, 'export')
+    return inside if os.path.isdir(inside) else model
 
 
 # --------------------------------------------------------------------------- command line
@@ -287,6 +442,7 @@ def _add_training_flags(parser, defaults):
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
 
 
+DEFAULT_VAL_FRACTION = 1 / 6
 TRAIN_DEFAULTS = dict(vgg='<data-dir>/vgg, downloaded if absent', epochs=25, batch_size=8, learning_rate=1e-4,
                       keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES))
 DEMO_DEFAULTS = dict(vgg='<data-dir>/demo/vgg, built with random weights if absent', epochs=15, batch_size=8,
@@ -298,6 +454,11 @@ def build_parser():
     commands = parser.add_subparsers(dest='command')
     train_parser = commands.add_parser('train', help='train on KITTI Road (the default command)')
     _add_training_flags(train_parser, TRAIN_DEFAULTS)
+    train_parser.add_argument('--val-fraction', type=float, default=DEFAULT_VAL_FRACTION,
+                              help='share of each KITTI category held out for validation (default: 1/6)')
+    train_parser.add_argument('--resume', metavar='RUN_DIR', default=None,
+                              help='continue that run from its last checkpoint (same split and settings; '
+                                   '--epochs may raise the total)')
     train_parser.add_argument('--vgg-source', choices=helper.VGG_SOURCES, default='udacity',
                               help="where to get VGG16 if <data-dir>/vgg is absent: Udacity's vgg.zip (falling back "
                                    "to keras when it fails) or Keras' ImageNet weights (default: %(default)s)")
@@ -305,6 +466,17 @@ def build_parser():
                               help='the data_road.zip link KITTI mails you: downloaded and unpacked if KITTI is absent')
     demo_parser = commands.add_parser('demo', help='offline demo on a generated road dataset')
     _add_training_flags(demo_parser, DEMO_DEFAULTS)
+    evaluate_parser = commands.add_parser('evaluate', help='KITTI road metrics of a trained model')
+    evaluate_parser.add_argument('--model', required=True, help='a run folder, or its export/ folder')
+    evaluate_parser.add_argument('--data-dir', default='data',
+                                 help='evaluates every labelled image of <data-dir>/data_road/training')
+    evaluate_parser.add_argument('--json', action='store_true', help='also print one JSON object, last')
+    infer_parser = commands.add_parser('infer', help='road overlays of new images')
+    infer_parser.add_argument('--model', required=True, help='a run folder, or its export/ folder')
+    infer_parser.add_argument('inputs', nargs='+', metavar='INPUT', help='image files, folders or glob patterns')
+    infer_parser.add_argument('--out', default=None, help='output folder (default: runs/<timestamp>)')
+    infer_parser.add_argument('--masks', action='store_true',
+                              help='also write the road probability as an 8-bit PNG (<name>_road.png)')
     return parser
 
 
@@ -313,11 +485,13 @@ def parse_args(argv):
     if not argv or argv[0].startswith('-') and argv[0] not in ('-h', '--help'):
         argv.insert(0, 'train')
     args = build_parser().parse_args(argv)
-    validate_args(args)
+    args.epochs_given = '--epochs' in argv
+    if args.command in ('train', 'demo'):
+        validate_training_args(args)
     return args
 
 
-def validate_args(args):
+def validate_training_args(args):
     problems = []
     if any(side <= 0 or side % OUTPUT_STRIDE for side in args.image_shape):
         problems.append('--image-shape %d %d: both sides must be positive multiples of %d (e.g. 160 576)'
@@ -330,17 +504,56 @@ def validate_args(args):
         problems.append('--keep-prob must be in (0, 1]')
     if not args.learning_rate > 0:
         problems.append('--learning-rate must be > 0')
+    if not 0 <= getattr(args, 'val_fraction', 0) < 1:
+        problems.append('--val-fraction must be in [0, 1)')
     if problems:
         raise SystemExit('main.py: ' + '; '.join(problems))
     args.image_shape = tuple(args.image_shape)
 
 
+def evaluate_command(args):
+    """python main.py evaluate: a table of the KITTI metrics (and JSON with --json)."""
+    data_road = helper.maybe_download_kitti(args.data_dir)
+    pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
+    metrics = evaluate_model(args.model, pairs)
+    results = dict({'all': metrics.result()}, **metrics.per_category())
+    print(road_metrics.format_table(results))
+    if args.json:
+        print(json.dumps({key: results['all'][key] for key in EVALUATE_JSON_KEYS}))
+
+
+def infer_command(args):
+    """python main.py infer: overlays (and masks) of images, at their own size; unreadable ones are listed."""
+    paths = helper.expand_image_inputs(args.inputs)
+    out_dir = args.out or helper.new_run_dir('runs')
+    os.makedirs(out_dir, exist_ok=True)
+    failed = []
+
+    def report_unreadable(path, error):
+        failed.append(path)
+        tqdm.write('skipped %s: %s' % (path, error))
+
+    exported = helper.ExportedModel(resolve_export_dir(args.model))
+    try:
+        written = helper.write_predictions(exported, paths, out_dir, args.masks, report_unreadable)
+    finally:
+        exported.close()
+    print('infer: %d overlays in %s%s' % (written, out_dir, '; %d unreadable input(s) skipped' % len(failed)
+                                          if failed else ''))
+    if failed:
+        raise SystemExit(1)
+
+
+EVALUATE_JSON_KEYS = ('iou', 'maxf', 'ap', 'precision', 'recall', 'fpr', 'fnr', 'images')
+JOBS = {'train': train, 'demo': demo, 'evaluate': evaluate_command, 'infer': infer_command}
+
+
 def run(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    job = {'train': train, 'demo': demo}[args.command]
     try:
-        job(args)
-    except (helper.DatasetError, helper.DownloadError, VGGModelError, FloatingPointError) as error:
+        JOBS[args.command](args)
+    except (helper.DatasetError, helper.DownloadError, VGGModelError, FloatingPointError,
+            run_folder.RunFolderError) as error:
         raise SystemExit('main.py %s: %s' % (args.command, error))
 
 

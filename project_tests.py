@@ -8,12 +8,16 @@ pytest and the runner below both call them as they are). Small shapes keep the
 suite fast on a CPU; the real KITTI sample in ../shared is used when present.
 """
 import atexit
+import contextlib
 import functools
 import glob
 import http.server
 import importlib.util
+import io
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +34,7 @@ import helper
 import main
 import road_metrics
 import roadgen
+import run_folder
 import vgg_builder
 from main import tf
 
@@ -568,7 +573,7 @@ def test_new_run_dir_never_reuses_a_folder():
     assert first != second and os.path.isdir(first) and os.path.isdir(second)
 
 
-def test_evaluate_pairs_matches_perfect_and_inverted_predictions():
+def test_evaluate_scores_perfect_and_inverted_predictions():
     """A network forced to output the label (or its opposite) scores IoU 1 (or 0)."""
     data_road = small_dataset()
     pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))[:3]
@@ -580,7 +585,8 @@ def test_evaluate_pairs_matches_perfect_and_inverted_predictions():
             image_input = tf.placeholder(tf.float32, [None, None, None, 3])
             keep_prob = tf.placeholder_with_default(1.0, [])
             logits = tf.constant(sign * 20.0 * (labels - 0.5))
-            metrics = helper.evaluate_pairs(sess, logits, keep_prob, image_input, pairs, size, batch_size=3)
+            predict = helper.SessionPredictor(sess, logits, keep_prob, image_input, size)
+            metrics = helper.evaluate(predict, pairs, batch_size=3)
         assert abs(metrics.result()['iou'] - expected_iou) < 1e-6, metrics.result()
 
 
@@ -599,20 +605,210 @@ def test_train_explains_missing_kitti():
     expect_error(SystemExit, main.run, ['train', '--data-dir', data_dir], contains=(helper.KITTI_PAGE, 'demo'))
 
 
-def test_demo_end_to_end_writes_a_model_and_overlays():
+def test_demo_end_to_end_writes_a_run_folder():
     data_dir, runs_dir = scratch_dir('demo-data'), scratch_dir('demo-runs')
-    main.run(['demo', '--data-dir', data_dir, '--runs-dir', runs_dir, '--epochs', '1', '--image-shape', '32', '96'])
+    main.run(['demo', '--data-dir', data_dir, '--runs-dir', runs_dir, '--epochs', '2', '--image-shape', '32', '96'])
     (run_dir,) = glob.glob(os.path.join(runs_dir, '*'))
     overlays = sorted(glob.glob(os.path.join(run_dir, '*.png')))
     tests = sorted(glob.glob(os.path.join(data_dir, 'demo', 'data_road', 'testing', 'image_2', '*.png')))
     assert [os.path.basename(p) for p in overlays] == [os.path.basename(p) for p in tests]
     for overlay, test in zip(overlays, tests):
         assert iio.imread(overlay).shape == iio.imread(test).shape
-    assert os.path.isfile(os.path.join(run_dir, 'model', 'model.ckpt.index'))
+    run = run_folder.RunFolder(run_dir)
+    assert run.checkpoint_state('last')['epoch'] == 2 and run.checkpoint_state('best')['epoch'] in (1, 2)
+    rows = run.read_metrics()
+    assert [row['epoch'] for row in rows] == ['1', '2'] and all(0 <= float(row['maxf']) <= 1 for row in rows)
+    assert glob.glob(os.path.join(run_dir, 'tensorboard', 'events.out.tfevents.*'))
+    config = run.read_config()
+    assert len(config['val']) == main.DEMO_HELD_OUT - 1 and not {tuple(p) for p in config['val']} & {
+        tuple(p) for p in config['train']}
+    exported = helper.ExportedModel(os.path.join(run_dir, 'export'))
+    try:
+        image = iio.imread(tests[0])
+        probability = exported([image])
+        assert probability.shape == (1,) + image.shape[:2] and 0 <= probability.min() <= probability.max() <= 1
+    finally:
+        exported.close()
+
+
+# --------------------------------------------------------------------------- runs that survive
+
+def _train_command(runs_dir, epochs, *extra):
+    return [sys.executable, os.path.join(HERE, 'main.py'), 'train', '--data-dir', os.path.dirname(small_dataset()),
+            '--vgg-dir', small_vgg(), '--runs-dir', runs_dir, '--epochs', str(epochs), '--image-shape', '64', '192',
+            '--batch-size', '1', '--val-fraction', '0.25', '--keep-prob', '1', '--learning-rate', '1e-3'] + list(extra)
+
+
+def _wait_for_epoch(run, epoch, process, timeout=240):
+    """Poll until checkpoints/last holds `epoch` (or later); fails if the process ends first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = run.checkpoint_state('last')
+        if state and state['epoch'] >= epoch:
+            return state['epoch']
+        assert process.poll() is None, 'training ended early:\n' + process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    raise AssertionError('no checkpoint of epoch %d within %ds' % (epoch, timeout))
+
+
+def _only_run(runs_dir):
+    (path,) = glob.glob(os.path.join(runs_dir, '2*'))
+    return run_folder.RunFolder(path)
+
+
+def test_killed_training_resumes_with_its_split_epochs_and_optimizer_state():
+    runs_dir = scratch_dir('kill')
+    process = subprocess.Popen(_train_command(runs_dir, 6), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        run = None
+        while run is None:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            run = _only_run(runs_dir) if glob.glob(os.path.join(runs_dir, '2*')) else None
+            time.sleep(0.05)
+        _wait_for_epoch(run, 2, process)
+        time.sleep(0.3)  # into the next epoch
+        process.kill()
+    finally:
+        process.wait()
+    killed_at = run.checkpoint_state('last')['epoch']
+    assert 2 <= killed_at < 6, killed_at
+    config_before = run.read_config()
+    names = dict(tf.train.list_variables(run.checkpoint_prefix('last')))
+    assert any('Adam' in name for name in names), 'the optimizer state is in the checkpoint'
+    finished = subprocess.run([sys.executable, os.path.join(HERE, 'main.py'), 'train', '--resume', run.path],
+                              capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert 'Resuming %s after epoch %d of 6' % (run.path, killed_at) in finished.stdout
+    assert run.read_config()['val'] == config_before['val'], 'same split'
+    assert run.checkpoint_state('last')['epoch'] == 6
+    assert [int(row['epoch']) for row in run.read_metrics()] == [1, 2, 3, 4, 5, 6]
+    assert not [name for name in os.listdir(os.path.join(run.path, 'checkpoints')) if name.startswith('.')]
     with tf.Graph().as_default(), tf.Session() as sess:
-        saver = tf.train.import_meta_graph(os.path.join(run_dir, 'model', 'model.ckpt.meta'))
-        saver.restore(sess, os.path.join(run_dir, 'model', 'model.ckpt'))
-        assert sess.graph.get_tensor_by_name('fcn8_output:0') is not None
+        model = _small_fcn8(sess)
+        tf.train.Saver(tf.global_variables()).restore(sess, run.checkpoint_prefix('best'))
+        assert np.isfinite(sess.run(model.output, {model.image_input: np.zeros((1, 64, 192, 3))})).all()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly():
+    runs_dir = scratch_dir('sigint')
+    process = subprocess.Popen(_train_command(runs_dir, 50), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        while not glob.glob(os.path.join(runs_dir, '2*')):
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            time.sleep(0.05)
+        run = _only_run(runs_dir)
+        _wait_for_epoch(run, 1, process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and 'Interrupted: saved' in stderr and '--resume' in stderr, stderr[-2000:]
+    assert 'Traceback' not in stderr
+    assert run.checkpoint_state('last')['epoch'] >= 1
+
+
+def test_a_non_finite_loss_keeps_the_last_good_checkpoint():
+    run = run_folder.RunFolder(scratch_dir('nan'))
+    pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    args = main.parse_args(['train', '--epochs', '1', '--image-shape', '32', '96', '--learning-rate', '1e-3',
+                            '--keep-prob', '1'])
+    config = main.new_run_config(args, small_dataset(), small_vgg(), pairs[:6], pairs[6:8])
+    run.write_config(config)
+    sess, _ = main.fit(run, config)
+    sess.close()
+    good = dict(tf.train.list_variables(run.checkpoint_prefix('last')))
+    config.update(epochs=3, learning_rate=1e30)
+    message = expect_error(FloatingPointError, main.fit, run, config, resume=True,
+                           contains=('last good checkpoint (epoch 1)', '--resume'))
+    assert run.checkpoint_dir('last') in message
+    assert run.checkpoint_state('last')['epoch'] == 1
+    assert dict(tf.train.list_variables(run.checkpoint_prefix('last'))) == good
+
+
+# --------------------------------------------------------------------------- exported models, evaluate, infer
+
+@functools.lru_cache(maxsize=None)
+def small_trained_run():
+    """A run folder trained for one epoch on the generated dataset, with export/ and overlays."""
+    run = run_folder.RunFolder(scratch_dir('trained'))
+    pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    args = main.parse_args(['train', '--epochs', '1', '--image-shape', '64', '192', '--learning-rate', '1e-3',
+                            '--keep-prob', '1'])
+    config = main.new_run_config(args, small_dataset(), small_vgg(), pairs[:9], pairs[9:])
+    run.write_config(config)
+    sess, model = main.fit(run, config)
+    main.finish_run(sess, model, run, config)
+    sess.close()
+    return run
+
+
+def test_exported_model_matches_the_trained_graph_at_any_size():
+    run = small_trained_run()
+    images = [helper.read_rgb(p) for p in sorted(glob.glob(os.path.join(small_dataset(), 'testing', 'image_2',
+                                                                         '*.png')))[:2]]
+    exported = helper.ExportedModel(os.path.join(run.path, 'export'))
+    try:
+        exported_probabilities = [exported([image])[0] for image in images]
+    finally:
+        exported.close()
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model = _small_fcn8(sess)
+        tf.train.Saver(tf.global_variables()).restore(sess, run.checkpoint_prefix('best'))
+        predict = helper.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input, (64, 192))
+        for image, probability in zip(images, exported_probabilities):
+            assert probability.shape == image.shape[:2]
+            assert np.abs(predict([image])[0] - probability).max() < 0.02
+
+
+def _run_main(argv):
+    """main.run(argv): (stdout text, SystemExit code or None)."""
+    out = io.StringIO()
+    code = None
+    with contextlib.redirect_stdout(out):
+        try:
+            main.run(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    return out.getvalue(), code
+
+
+def test_evaluate_command_prints_the_kitti_metrics_and_json():
+    run = small_trained_run()
+    text, code = _run_main(['evaluate', '--model', run.path, '--data-dir', os.path.dirname(small_dataset()),
+                            '--json'])
+    assert code is None, text
+    figures = json.loads(text.strip().splitlines()[-1])
+    assert set(figures) == set(main.EVALUATE_JSON_KEYS) and figures['images'] == 12
+    assert all(0 <= figures[key] <= 1 for key in ('iou', 'maxf', 'ap', 'precision', 'recall'))
+    assert 'MaxF' in text and 'umm' in text
+    pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    assert figures['maxf'] == main.evaluate_model(os.path.join(run.path, 'export'), pairs).result()['maxf']
+    _, code = _run_main(['evaluate', '--model', scratch_dir('empty'), '--data-dir',
+                         os.path.dirname(small_dataset())])
+    assert 'no exported model' in str(code)
+
+
+def test_infer_command_writes_overlays_and_masks_and_reports_bad_inputs():
+    run = small_trained_run()
+    inputs = scratch_dir('infer-in')
+    write_png(os.path.join(inputs, 'a.png'), np.full((50, 70, 3), 90))
+    write_png(os.path.join(inputs, 'b.png'), np.full((66, 120, 3), 150))
+    iio.imwrite(os.path.join(inputs, 'c.jpg'), np.full((40, 60, 3), 200, np.uint8))
+    with open(os.path.join(inputs, 'broken.png'), 'wb') as f:
+        f.write(b'not an image')
+    out = os.path.join(scratch_dir('infer-out'), 'out')
+    text, code = _run_main(['infer', '--model', run.path, inputs, '--out', out, '--masks'])
+    assert code == 1 and '3 overlays' in text and '1 unreadable' in text, (text, code)
+    assert sorted(os.listdir(out)) == ['a.png', 'a_road.png', 'b.png', 'b_road.png', 'c.png', 'c_road.png']
+    assert iio.imread(os.path.join(out, 'b.png')).shape == (66, 120, 3)
+    assert iio.imread(os.path.join(out, 'b_road.png')).shape == (66, 120)
+    text, code = _run_main(['infer', '--model', run.path, os.path.join(inputs, 'a*.png'), '--out', out])
+    assert code is None and '1 overlays' in text
+    _, code = _run_main(['infer', '--model', run.path, os.path.join(inputs, 'nothing*.png')])
+    assert 'no images found' in str(code)
 
 
 # --------------------------------------------------------------------------- real KITTI images (optional)
