@@ -285,18 +285,58 @@ def kitti_road_pairs(data_folder):
     images = {os.path.basename(p): p for p in glob.glob(os.path.join(image_dir, '*.png'))}
     labels = {os.path.basename(p).replace('_road_', '_', 1): p
               for p in glob.glob(os.path.join(label_dir, '*_road_*.png'))}
+    return pair_by_name(images, labels, image_dir, label_dir, lambda name: name.replace('_', '_road_', 1))
+
+
+def pair_by_name(images, labels, image_dir, label_dir, label_name=lambda name: name):
+    """Sorted (image, label) pairs from {name: path} maps; DatasetError names the first unmatched file."""
     if not images:
         raise DatasetError('no training images (*.png) in %s' % image_dir)
     missing_labels = sorted(set(images) - set(labels))
     if missing_labels:
-        raise DatasetError('image %s has no road label %s in %s' % (
-            images[missing_labels[0]], missing_labels[0].replace('_', '_road_', 1), label_dir)
+        raise DatasetError('image %s has no label %s in %s' % (
+            images[missing_labels[0]], label_name(missing_labels[0]), label_dir)
             + (' (and %d more)' % (len(missing_labels) - 1) if len(missing_labels) > 1 else ''))
     orphans = sorted(set(labels) - set(images))
     if orphans:
-        raise DatasetError('road label %s has no image %s in %s' % (labels[orphans[0]], orphans[0], image_dir)
+        raise DatasetError('label %s has no image %s in %s' % (labels[orphans[0]], orphans[0], image_dir)
                            + (' (and %d more)' % (len(orphans) - 1) if len(orphans) > 1 else ''))
     return [(images[name], labels[name]) for name in sorted(images)]
+
+
+# CamVid in the SegNet layout: train/ + trainannot/, val/ + valannot/, 8-bit class-id labels.
+CAMVID_SPLITS = ('train', 'val')
+CAMVID_ROAD = 3
+CAMVID_UNLABELLED = 11
+
+
+def is_camvid(root):
+    return all(os.path.isdir(os.path.join(root, split + suffix)) for split in CAMVID_SPLITS for suffix in ('', 'annot'))
+
+
+def camvid_pairs(root, split):
+    """Sorted (image, class-id label) pairs of a CamVid split ('train' or 'val')."""
+    image_dir, label_dir = os.path.join(root, split), os.path.join(root, split + 'annot')
+    for folder in (image_dir, label_dir):
+        if not os.path.isdir(folder):
+            raise DatasetError('%s does not exist: %s is not a CamVid folder in the SegNet layout (%s)'
+                               % (folder, root, ', '.join(s + '/, ' + s + 'annot/' for s in CAMVID_SPLITS)))
+    images = {os.path.basename(p): p for p in glob.glob(os.path.join(image_dir, '*.png'))}
+    labels = {os.path.basename(p): p for p in glob.glob(os.path.join(label_dir, '*.png'))}
+    return pair_by_name(images, labels, image_dir, label_dir)
+
+
+def camvid_label_to_onehot(label):
+    """CamVid class ids (in every channel of a decoded label) -> (H, W, 2): class 1 = road (id 3).
+
+    Unlabelled pixels (id 11) get an all-zero row, like KITTI's don't-care.
+    """
+    ids = label[..., 0]
+    road = ids == CAMVID_ROAD
+    return np.stack([(ids != CAMVID_UNLABELLED) & ~road, road], axis=-1)
+
+
+LABEL_DECODERS = {'kitti': kitti_label_to_onehot, 'camvid': camvid_label_to_onehot}
 
 
 def split_pairs(pairs, fraction):
@@ -324,14 +364,15 @@ def check_same_size(image_path, image, label_path, label):
             label_path, label.shape[1], label.shape[0], image_path, image.shape[1], image.shape[0]))
 
 
-def load_training_pair(image_path, label_path, image_shape):
+def load_training_pair(image_path, label_path, image_shape, label_to_onehot=kitti_label_to_onehot):
     """One decoded, resized (image uint8, one-hot label bool) pair."""
     image, label = read_rgb(image_path), read_rgb(label_path)
     check_same_size(image_path, image, label_path, label)
-    return resize_image(image, image_shape), kitti_label_to_onehot(resize_nearest(label, image_shape))
+    return resize_image(image, image_shape), label_to_onehot(resize_nearest(label, image_shape))
 
 
-def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch=0):
+def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch=0,
+                       label_to_onehot=kitti_label_to_onehot):
     """Make `get_batches_fn(batch_size)` over a KITTI Road training folder.
 
     Every image is decoded and resized once, up front; each call of
@@ -339,10 +380,11 @@ def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch
     [B,H,W,2]) batches from memory. `pairs` restricts it to some
     (image, label) paths of the folder (e.g. a training split). The order of
     the n-th call depends only on (seed, first_epoch + n), so a resumed run
-    sees the batches an uninterrupted one would.
+    sees the batches an uninterrupted one would. `label_to_onehot` decodes
+    another dataset's labels (e.g. camvid_label_to_onehot).
     """
     pairs = kitti_road_pairs(data_folder) if pairs is None else list(pairs)
-    decoded = [load_training_pair(image, label, image_shape)
+    decoded = [load_training_pair(image, label, image_shape, label_to_onehot)
                for image, label in tqdm(pairs, desc='decoding %d images' % len(pairs), unit='img', leave=False)]
     images = np.stack([image for image, _ in decoded])
     labels = np.stack([label for _, label in decoded])
@@ -474,7 +516,7 @@ def gen_test_output(sess, logits, keep_prob, image_pl, data_folder, image_shape,
         yield os.path.basename(path), road_overlay(image, probability)
 
 
-def evaluate(predict, pairs, batch_size=8):
+def evaluate(predict, pairs, batch_size=8, label_to_onehot=kitti_label_to_onehot):
     """Road metrics (road_metrics.RoadMetrics) of `predict` on labelled (image, label) pairs.
 
     Predictions are compared with the labels at the labels' own resolution,
@@ -488,7 +530,7 @@ def evaluate(predict, pairs, batch_size=8):
             raise FloatingPointError('the network gives non-finite road probabilities for %s' % path)
         label = read_rgb(labels[path])
         check_same_size(path, image, labels[path], label)
-        onehot = kitti_label_to_onehot(label)
+        onehot = label_to_onehot(label)
         metrics.update(np.clip(probability, 0.0, 1.0), onehot[..., 1], onehot.any(axis=-1),
                        category=road_metrics.kitti_category(path))
     return metrics
@@ -543,6 +585,10 @@ def new_run_dir(runs_dir):
         except FileExistsError:
             continue
     raise RuntimeError('could not create a new run folder in %s' % runs_dir)
+
+
+def kitti_test_images(data_road):
+    return sorted(glob.glob(os.path.join(data_road, 'testing', 'image_2', '*.png')))
 
 
 def save_inference_samples(runs_dir, data_dir, sess, image_shape, logits, keep_prob, input_image, output_dir=None):

@@ -45,7 +45,8 @@ AT_ONCE_SKIP_SCALES = (0.01, 0.0001)
 SCORE_INIT_STDDEV = 0.01
 UPSAMPLE_INIT_STDDEV = 0.1
 L2_SCALE = 1e-3
-OUTPUT_STRIDE = 32
+# The decoder's output has the input's size when both sides are multiples of this (see layers).
+OUTPUT_MULTIPLE = 8
 
 
 class VGGModelError(RuntimeError):
@@ -117,14 +118,14 @@ def _upsample(x, num_classes, factor, output_hw, name):
 def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, skip_scales=AT_ONCE_SKIP_SCALES):
     """The FCN-8 decoder: scores of layer7, x2, + pool4 scores, x2, + pool3 scores, x8.
 
+    The output is 8x pool3's size. VGG's SAME pools round up, so for input
+    sides that are multiples of 8 this is the input's size; otherwise the
+    input's size rounded up to a multiple of 8, the extra rows and columns at
+    the bottom and right. Returns logits [batch, H, W, num_classes].
+
     pool4 and pool3 are multiplied by `skip_scales` before their 1x1 scores;
     an encoder whose activations are all of one scale (like the demo's random
     VGG) wants (1, 1).
-
-    For an input whose height and width are multiples of 32 the output has the
-    input's size. Otherwise (VGG pools round up) it is 8 * ceil(size / 8): the
-    input's size rounded up to a multiple of 8, the extra rows and columns at
-    the bottom and right. Returns logits [batch, H, W, num_classes].
     """
     with tf.variable_scope(None, default_name='fcn8'):
         score7 = _score(vgg_layer7_out, num_classes, 'score_layer7')
@@ -240,9 +241,10 @@ def export_inference_model(checkpoint_prefix, export_dir, vgg_path, image_shape,
 
 # --------------------------------------------------------------------------- training runs
 
-def new_run_config(args, data_road, vgg_path, train_pairs, val_pairs):
-    """Everything a run needs to be resumed exactly: settings and the split."""
-    return {'data_road': os.path.abspath(data_road), 'vgg_path': os.path.abspath(vgg_path),
+def new_run_config(args, dataset, data_root, vgg_path, train_pairs, val_pairs, test_images):
+    """Everything a run needs to be resumed exactly: settings, the split and the images to overlay."""
+    return {'dataset': dataset, 'data_root': os.path.abspath(data_root), 'vgg_path': os.path.abspath(vgg_path),
+            'test_images': [os.path.abspath(path) for path in test_images],
             'image_shape': list(args.image_shape), 'batch_size': args.batch_size,
             'learning_rate': args.learning_rate, 'keep_prob': args.keep_prob,
             'skip_scales': list(args.skip_scales), 'seed': args.seed, 'epochs': args.epochs,
@@ -269,7 +271,8 @@ class EpochReporter:
         if not self.sess.run(self.weights_finite):
             raise FloatingPointError('the weights became non-finite in epoch %d; lower --learning-rate' % epoch)
         val_pairs = [tuple(pair) for pair in self.config['val']]
-        result = helper.evaluate(self.predict, val_pairs).result() if val_pairs else {}
+        decoder = helper.LABEL_DECODERS[self.config['dataset']]
+        result = helper.evaluate(self.predict, val_pairs, label_to_onehot=decoder).result() if val_pairs else {}
         self.completed = epoch
         state = {'epoch': epoch, 'best_maxf': max(self.best_maxf, result.get('maxf', -1.0))}
         improved = result.get('maxf', -1.0) > self.best_maxf or not val_pairs
@@ -318,10 +321,10 @@ def fit(run, config, resume=False):
         state = saved
     if resume:
         print('Resuming %s after epoch %d of %d' % (run.path, state['epoch'], config['epochs']))
-    get_batches_fn = helper.gen_batch_function(os.path.join(config['data_road'], 'training'),
-                                               tuple(config['image_shape']),
+    get_batches_fn = helper.gen_batch_function(config['data_root'], tuple(config['image_shape']),
                                                pairs=[tuple(pair) for pair in config['train']],
-                                               seed=config['seed'], first_epoch=state['epoch'])
+                                               seed=config['seed'], first_epoch=state['epoch'],
+                                               label_to_onehot=helper.LABEL_DECODERS[config['dataset']])
     reporter = EpochReporter(sess, model, run, config, state['best_maxf'])
     reporter.completed = state['epoch']
     started = time.time()
@@ -353,9 +356,29 @@ def finish_run(sess, model, run, config):
                                         config['vgg_path'], tuple(config['image_shape']),
                                         tuple(config['skip_scales']))
     print('Exported the best model to %s' % export_dir)
-    helper.save_inference_samples(os.path.dirname(run.path), os.path.dirname(config['data_road']), sess,
-                                  tuple(config['image_shape']), model.logits, model.keep_prob, model.image_input,
-                                  output_dir=run.path)
+    predict = helper.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input,
+                                      tuple(config['image_shape']))
+    written = helper.write_predictions(predict, config['test_images'], run.path)
+    print('Saved %d test overlays to %s' % (written, run.path))
+
+
+def training_data(args):
+    """(dataset, root, train pairs, validation pairs, images to overlay) of --data-dir.
+
+    KITTI: its training folder split by --val-fraction, overlays of its test
+    images. CamVid (SegNet layout): its train and val splits, overlays of val.
+    """
+    dataset = args.dataset
+    if dataset == 'auto':
+        dataset = 'camvid' if helper.is_camvid(args.data_dir) else 'kitti'
+    if dataset == 'camvid':
+        val_pairs = helper.camvid_pairs(args.data_dir, 'val')
+        return (dataset, args.data_dir, helper.camvid_pairs(args.data_dir, 'train'), val_pairs,
+                [image for image, _ in val_pairs])
+    data_road = helper.maybe_download_kitti(args.data_dir, args.kitti_url)
+    train_pairs, val_pairs = helper.split_pairs(helper.kitti_road_pairs(os.path.join(data_road, 'training')),
+                                                args.val_fraction)
+    return dataset, data_road, train_pairs, val_pairs, helper.kitti_test_images(data_road)
 
 
 def train(args):
@@ -367,12 +390,10 @@ def train(args):
             config['epochs'] = args.epochs
             run.write_config(config)
     else:
-        data_road = helper.maybe_download_kitti(args.data_dir, args.kitti_url)
+        dataset, data_root, train_pairs, val_pairs, test_images = training_data(args)
         vgg_path = args.vgg_dir or helper.ensure_vgg(args.data_dir, args.vgg_source)
-        pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
-        train_pairs, val_pairs = helper.split_pairs(pairs, args.val_fraction)
         run = run_folder.RunFolder(helper.new_run_dir(args.runs_dir))
-        config = new_run_config(args, data_road, vgg_path, train_pairs, val_pairs)
+        config = new_run_config(args, dataset, data_root, vgg_path, train_pairs, val_pairs, test_images)
         run.write_config(config)
     sess, model = fit(run, config, resume=bool(args.resume))
     finish_run(sess, model, run, config)
@@ -396,7 +417,8 @@ def demo(args):
     pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
     train_pairs, held_out = helper.split_pairs(pairs, DEMO_HELD_OUT / len(pairs))
     run = run_folder.RunFolder(helper.new_run_dir(args.runs_dir))
-    config = new_run_config(args, data_road, vgg_path, train_pairs, held_out)
+    config = new_run_config(args, 'kitti', data_road, vgg_path, train_pairs, held_out,
+                            helper.kitti_test_images(data_road))
     run.write_config(config)
     sess, model = fit(run, config)
     finish_run(sess, model, run, config)
@@ -406,11 +428,11 @@ def demo(args):
           % (metrics.result()['iou'], len(held_out), run.path))
 
 
-def evaluate_model(model_dir, pairs):
+def evaluate_model(model_dir, pairs, label_to_onehot=helper.kitti_label_to_onehot):
     """RoadMetrics of an exported model (a run folder or its export/) on labelled pairs."""
     exported = helper.ExportedModel(resolve_export_dir(model_dir))
     try:
-        return helper.evaluate(exported, pairs)
+        return helper.evaluate(exported, pairs, label_to_onehot=label_to_onehot)
     finally:
         exported.close()
 
@@ -435,7 +457,7 @@ def _add_training_flags(parser, defaults):
     parser.add_argument('--keep-prob', type=float, default=defaults['keep_prob'],
                         help='dropout keep probability of fc6/fc7 while training (default: %(default)s)')
     parser.add_argument('--image-shape', type=int, nargs=2, metavar=('H', 'W'), default=defaults['image_shape'],
-                        help='network input size, multiples of %d (default: %%(default)s)' % OUTPUT_STRIDE)
+                        help='network input size, multiples of %d (default: %%(default)s)' % OUTPUT_MULTIPLE)
     parser.add_argument('--skip-scales', type=float, nargs=2, metavar=('POOL4', 'POOL3'),
                         default=defaults['skip_scales'],
                         help='factors on pool4 and pool3 before their scores (default: %(default)s)')
@@ -454,6 +476,9 @@ def build_parser():
     commands = parser.add_subparsers(dest='command')
     train_parser = commands.add_parser('train', help='train on KITTI Road (the default command)')
     _add_training_flags(train_parser, TRAIN_DEFAULTS)
+    train_parser.add_argument('--dataset', choices=('auto', 'kitti', 'camvid'), default='auto',
+                              help='the layout of --data-dir; auto: camvid if it has train/, trainannot/, val/, '
+                                   'valannot/, else KITTI (default: %(default)s)')
     train_parser.add_argument('--val-fraction', type=float, default=DEFAULT_VAL_FRACTION,
                               help='share of each KITTI category held out for validation (default: 1/6)')
     train_parser.add_argument('--resume', metavar='RUN_DIR', default=None,
@@ -493,9 +518,9 @@ def parse_args(argv):
 
 def validate_training_args(args):
     problems = []
-    if any(side <= 0 or side % OUTPUT_STRIDE for side in args.image_shape):
+    if any(side <= 0 or side % OUTPUT_MULTIPLE for side in args.image_shape):
         problems.append('--image-shape %d %d: both sides must be positive multiples of %d (e.g. 160 576)'
-                        % (tuple(args.image_shape) + (OUTPUT_STRIDE,)))
+                        % (tuple(args.image_shape) + (OUTPUT_MULTIPLE,)))
     if args.epochs < 1:
         problems.append('--epochs must be >= 1')
     if args.batch_size < 1:
@@ -512,10 +537,16 @@ def validate_training_args(args):
 
 
 def evaluate_command(args):
-    """python main.py evaluate: a table of the KITTI metrics (and JSON with --json)."""
-    data_road = helper.maybe_download_kitti(args.data_dir)
-    pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))
-    metrics = evaluate_model(args.model, pairs)
+    """python main.py evaluate: a table of the KITTI metrics (and JSON with --json).
+
+    On KITTI every labelled training image is evaluated; on CamVid the val split.
+    """
+    if helper.is_camvid(args.data_dir):
+        pairs, decoder = helper.camvid_pairs(args.data_dir, 'val'), helper.camvid_label_to_onehot
+    else:
+        data_road = helper.maybe_download_kitti(args.data_dir)
+        pairs, decoder = helper.kitti_road_pairs(os.path.join(data_road, 'training')), helper.kitti_label_to_onehot
+    metrics = evaluate_model(args.model, pairs, decoder)
     results = dict({'all': metrics.result()}, **metrics.per_category())
     print(road_metrics.format_table(results))
     if args.json:

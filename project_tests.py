@@ -487,7 +487,7 @@ def test_gen_batch_function_on_a_generated_dataset():
 def test_gen_batch_function_explains_bad_datasets():
     missing_label = _kitti_folder(['um_000000'], names_without_labels=['um_000001'])
     expect_error(helper.DatasetError, helper.gen_batch_function, missing_label, (32, 64),
-                 contains=('um_000001.png', 'um_road_000001.png', 'no road label'))
+                 contains=('um_000001.png', 'um_road_000001.png', 'no label'))
     orphan = _kitti_folder(['um_000000'], orphan_labels=['uu_000004'])
     expect_error(helper.DatasetError, helper.gen_batch_function, orphan, (32, 64),
                  contains=('uu_road_000004.png', 'no image'))
@@ -593,7 +593,7 @@ def test_evaluate_scores_perfect_and_inverted_predictions():
 # --------------------------------------------------------------------------- command line and end to end
 
 def test_command_line_rejects_bad_flags():
-    expect_error(SystemExit, main.parse_args, ['--image-shape', '100', '576'], contains=('multiples of 32',))
+    expect_error(SystemExit, main.parse_args, ['--image-shape', '100', '576'], contains=('multiples of 8',))
     expect_error(SystemExit, main.parse_args, ['demo', '--keep-prob', '0'], contains=('--keep-prob',))
     args = main.parse_args(['--epochs', '3'])
     assert args.command == 'train' and args.epochs == 3 and args.image_shape == (160, 576)
@@ -715,7 +715,8 @@ def test_a_non_finite_loss_keeps_the_last_good_checkpoint():
     pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
     args = main.parse_args(['train', '--epochs', '1', '--image-shape', '32', '96', '--learning-rate', '1e-3',
                             '--keep-prob', '1'])
-    config = main.new_run_config(args, small_dataset(), small_vgg(), pairs[:6], pairs[6:8])
+    config = main.new_run_config(args, 'kitti', small_dataset(), small_vgg(), pairs[:6], pairs[6:8],
+                                 helper.kitti_test_images(small_dataset()))
     run.write_config(config)
     sess, _ = main.fit(run, config)
     sess.close()
@@ -737,7 +738,8 @@ def small_trained_run():
     pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
     args = main.parse_args(['train', '--epochs', '1', '--image-shape', '64', '192', '--learning-rate', '1e-3',
                             '--keep-prob', '1'])
-    config = main.new_run_config(args, small_dataset(), small_vgg(), pairs[:9], pairs[9:])
+    config = main.new_run_config(args, 'kitti', small_dataset(), small_vgg(), pairs[:9], pairs[9:],
+                                 helper.kitti_test_images(small_dataset()))
     run.write_config(config)
     sess, model = main.fit(run, config)
     main.finish_run(sess, model, run, config)
@@ -809,6 +811,62 @@ def test_infer_command_writes_overlays_and_masks_and_reports_bad_inputs():
     assert code is None and '1 overlays' in text
     _, code = _run_main(['infer', '--model', run.path, os.path.join(inputs, 'nothing*.png')])
     assert 'no images found' in str(code)
+
+
+# --------------------------------------------------------------------------- CamVid
+
+SHARED_CAMVID = os.path.join(HERE, '..', 'shared', 'data', 'camvid')
+
+
+def _camvid_folder(sizes=(20, 30)):
+    """A tiny CamVid-layout folder: 3 train and 2 val pairs with class ids 3 (road), 1 and 11 (unlabelled)."""
+    root = scratch_dir('camvid')
+    for split, count in (('train', 3), ('val', 2)):
+        for i in range(count):
+            ids = np.full(sizes, 1, np.uint8)
+            ids[sizes[0] // 2:] = helper.CAMVID_ROAD
+            ids[0] = helper.CAMVID_UNLABELLED
+            write_png(os.path.join(root, split, 'f%03d.png' % i), np.full(sizes + (3,), 60 + 40 * i))
+            write_png(os.path.join(root, split + 'annot', 'f%03d.png' % i), ids)
+    return root
+
+
+def test_camvid_layout_is_detected_paired_and_decoded():
+    root = _camvid_folder()
+    assert helper.is_camvid(root) and not helper.is_camvid(os.path.dirname(small_dataset()))
+    pairs = helper.camvid_pairs(root, 'train')
+    assert [os.path.basename(image) for image, _ in pairs] == ['f000.png', 'f001.png', 'f002.png']
+    onehot = helper.camvid_label_to_onehot(helper.read_rgb(pairs[0][1]))
+    assert onehot[10:, :, 1].all() and onehot[1:10, :, 0].all() and not onehot[0].any()
+    get_batches_fn = helper.gen_batch_function(root, (16, 24), pairs=pairs,
+                                               label_to_onehot=helper.camvid_label_to_onehot)
+    images, labels = next(get_batches_fn(3))
+    assert images.shape == (3, 16, 24, 3) and labels.shape == (3, 16, 24, 2) and labels[:, -1, :, 1].all()
+    os.remove(os.path.join(root, 'valannot', 'f001.png'))
+    expect_error(helper.DatasetError, helper.camvid_pairs, root, 'val', contains=('f001.png', 'no label'))
+    expect_error(helper.DatasetError, helper.camvid_pairs, root, 'test', contains=(os.path.join(root, 'test') + ' does not exist', 'SegNet'))
+
+
+def test_training_on_a_camvid_folder_uses_its_val_split():
+    root = _camvid_folder((32, 48))
+    runs_dir = scratch_dir('camvid-runs')
+    main.run(['train', '--data-dir', root, '--vgg-dir', small_vgg(), '--runs-dir', runs_dir, '--epochs', '1',
+              '--image-shape', '32', '48', '--batch-size', '3'])
+    run = _only_run(runs_dir)
+    config = run.read_config()
+    assert config['dataset'] == 'camvid' and len(config['train']) == 3 and len(config['val']) == 2
+    assert sorted(name for name in os.listdir(run.path) if name.endswith('.png')) == ['f000.png', 'f001.png']
+    text, code = _run_main(['evaluate', '--model', run.path, '--data-dir', root, '--json'])
+    assert code is None and json.loads(text.strip().splitlines()[-1])['images'] == 2
+
+
+def test_real_camvid_labels_decode_to_road_and_unlabelled():
+    if not os.path.isdir(SHARED_CAMVID):
+        raise unittest.SkipTest('CamVid is not at %s' % SHARED_CAMVID)
+    pairs = helper.camvid_pairs(SHARED_CAMVID, 'val')
+    assert len(pairs) == 101 and len(helper.camvid_pairs(SHARED_CAMVID, 'train')) == 367
+    onehot = helper.camvid_label_to_onehot(helper.read_rgb(pairs[0][1]))
+    assert onehot.shape == (360, 480, 2) and 0.1 < onehot[..., 1].mean() < 0.6
 
 
 # --------------------------------------------------------------------------- real KITTI images (optional)
