@@ -56,7 +56,7 @@ def download_file(url, destination, description=None):
     """
     directory = os.path.dirname(os.path.abspath(destination))
     os.makedirs(directory, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix='.download-', suffix='.part', dir=directory)
+    fd, partial = readable_temporary_file(directory, '.part')
     try:
         checksum = hashlib.md5()
         with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
@@ -210,10 +210,29 @@ def read_rgb(path):
     return np.ascontiguousarray(image[:, :, :3]).astype(np.uint8, copy=False)
 
 
+def _current_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def readable_temporary_file(directory, suffix=''):
+    """(fd, path) of a new temporary file with the permissions a normal file gets (mkstemp's are 0600)."""
+    fd, path = tempfile.mkstemp(prefix='.tmp-', suffix=suffix, dir=directory)
+    os.chmod(path, 0o666 & ~_current_umask())
+    return fd, path
+
+
+def readable_temporary_dir(parent, prefix):
+    """A new temporary folder with the permissions a normal folder gets (mkdtemp's are 0700)."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.chmod(path, 0o777 & ~_current_umask())
+    return path
+
+
 def write_png_atomically(path, image):
     """Write a PNG under a temporary name and rename it, so no half-written file is ever seen."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix='.tmp-', suffix='.png', dir=directory)
+    fd, temporary = readable_temporary_file(os.path.dirname(os.path.abspath(path)), '.png')
     os.close(fd)
     try:
         iio.imwrite(temporary, image)
@@ -336,7 +355,22 @@ def camvid_label_to_onehot(label):
     return np.stack([(ids != CAMVID_UNLABELLED) & ~road, road], axis=-1)
 
 
-LABEL_DECODERS = {'kitti': kitti_label_to_onehot, 'camvid': camvid_label_to_onehot}
+CAMVID_CLASS_NAMES = ('sky', 'building', 'pole', 'road', 'pavement', 'tree', 'sign', 'fence', 'car', 'pedestrian',
+                      'bicyclist')
+# The SegNet colours of the CamVid classes, for overlays with all classes.
+CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
+
+
+def camvid_all_classes_onehot(label):
+    """CamVid class ids -> (H, W, 11) one-hot; unlabelled pixels (id 11) get an all-zero row."""
+    return np.eye(len(CAMVID_CLASS_NAMES) + 1, len(CAMVID_CLASS_NAMES), dtype=bool)[label[..., 0]]
+
+
+# (dataset, classes) -> (label decoder, number of classes, index of the road class)
+LABEL_FORMATS = {('kitti', 'road'): (kitti_label_to_onehot, 2, 1),
+                 ('camvid', 'road'): (camvid_label_to_onehot, 2, 1),
+                 ('camvid', 'all'): (camvid_all_classes_onehot, len(CAMVID_CLASS_NAMES), CAMVID_ROAD)}
 
 
 def split_pairs(pairs, fraction):
@@ -406,44 +440,45 @@ def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch
 
 # --------------------------------------------------------------------------- inference and overlays
 
-def road_probability_graph(logits, image_input, image_shape):
-    """Graph ops from `logits` to the road probability at any requested size.
+def probability_graph(logits, image_input, image_shape):
+    """Graph ops from `logits` to the class probabilities at any requested size.
 
-    Returns (probability [B, h, w], output_size placeholder [2]). Built once and
-    run per batch: the softmax and the resize to the original size happen in
-    the graph. `logits` may be 4-D or flattened to (B*H*W, classes).
+    Returns (probabilities [B, h, w, classes], output_size placeholder [2]).
+    Built once and run per batch: the softmax and the resize to the original
+    size happen in the graph. `logits` may be 4-D or flattened to (B*H*W, classes).
     """
     import tensorflow.compat.v1 as tf
     num_classes = logits.shape[-1]
     batch = tf.shape(image_input)[0]
     scores = tf.reshape(logits, tf.stack([batch, image_shape[0], image_shape[1], num_classes]))
-    road = tf.nn.softmax(scores)[..., 1:2]
     output_size = tf.placeholder_with_default(tf.constant(image_shape, tf.int32), [2], name='output_size')
-    return tf.image.resize(road, output_size, method='bilinear')[..., 0], output_size
+    return tf.image.resize(tf.nn.softmax(scores), output_size, method='bilinear'), output_size
 
 
 class SessionPredictor:
-    """Road probabilities, at the images' own size, from a graph being trained.
+    """Class probabilities, at the images' own size, from a graph being trained.
 
     One graph call per batch of same-size images; the softmax and the resize
     back happen in the graph, whose ops are built once here.
     """
 
-    def __init__(self, sess, logits, keep_prob, image_input, image_shape):
+    def __init__(self, sess, logits, keep_prob, image_input, image_shape, road_class=1):
         self.sess, self.keep_prob, self.image_input, self.image_shape = sess, keep_prob, image_input, image_shape
-        self.road_probability, self.output_size = road_probability_graph(logits, image_input, image_shape)
+        self.road_class = road_class
+        self.probabilities, self.output_size = probability_graph(logits, image_input, image_shape)
 
     def __call__(self, images):
         batch = np.stack([resize_image(image, self.image_shape) for image in images])
-        return self.sess.run(self.road_probability, {self.image_input: batch, self.keep_prob: 1.0,
-                                                     self.output_size: images[0].shape[:2]})
+        return self.sess.run(self.probabilities, {self.image_input: batch, self.keep_prob: 1.0,
+                                                  self.output_size: images[0].shape[:2]})
 
 
 class ExportedModel:
-    """An exported inference SavedModel: RGB uint8 of any size in, road probability at that size out."""
+    """An exported inference SavedModel: RGB uint8 of any size in, class probabilities at that size out."""
     TAG = 'serve'
     INPUT = 'image:0'
-    OUTPUT = 'road_probability:0'
+    OUTPUT = 'probabilities:0'
+    ROAD_CLASS = 'road_class:0'
 
     def __init__(self, export_dir):
         import tensorflow.compat.v1 as tf
@@ -454,12 +489,26 @@ class ExportedModel:
         self.sess = tf.Session(graph=self.graph)
         with self.graph.as_default():
             tf.saved_model.loader.load(self.sess, [self.TAG], export_dir)
+        self.road_class = int(self.sess.run(self.ROAD_CLASS))
 
     def __call__(self, images):
         return self.sess.run(self.OUTPUT, {self.INPUT: np.stack(images)})
 
     def close(self):
         self.sess.close()
+
+
+def class_overlay(image, class_ids, palette):
+    """Blend each pixel with its class colour (CamVid with all classes)."""
+    colours = np.asarray(palette, np.float32)[class_ids]
+    return np.rint((1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * colours).astype(np.uint8)
+
+
+def overlay(image, probabilities, road_class):
+    """Road in green for two classes; every class in its palette colour for CamVid's eleven."""
+    if probabilities.shape[-1] == len(CAMVID_CLASS_NAMES):
+        return class_overlay(image, probabilities.argmax(axis=-1), CAMVID_PALETTE)
+    return road_overlay(image, probabilities[..., road_class])
 
 
 def road_overlay(image, road_probability):
@@ -512,28 +561,33 @@ def gen_test_output(sess, logits, keep_prob, image_pl, data_folder, image_shape,
     if not paths:
         raise DatasetError('no test images (*.png) in %s' % os.path.join(data_folder, 'image_2'))
     predict = SessionPredictor(sess, logits, keep_prob, image_pl, image_shape)
-    for path, image, probability in predictions(predict, paths, batch_size):
-        yield os.path.basename(path), road_overlay(image, probability)
+    for path, image, probabilities in predictions(predict, paths, batch_size):
+        yield os.path.basename(path), road_overlay(image, probabilities[..., predict.road_class])
 
 
 def evaluate(predict, pairs, batch_size=8, label_to_onehot=kitti_label_to_onehot):
-    """Road metrics (road_metrics.RoadMetrics) of `predict` on labelled (image, label) pairs.
+    """Metrics of `predict` on labelled (image, label) pairs: (RoadMetrics, ClassIoU or None).
 
     Predictions are compared with the labels at the labels' own resolution,
-    as the KITTI devkit does; don't-care pixels are left out.
+    as the KITTI devkit does; don't-care pixels are left out. The per-class
+    IoU is computed when there are more than two classes.
     """
-    metrics = road_metrics.RoadMetrics()
+    metrics, class_iou = road_metrics.RoadMetrics(), None
     labels = dict(pairs)
-    for path, image, probability in tqdm(predictions(predict, labels, batch_size), total=len(labels),
-                                         desc='evaluating', unit='img', leave=False):
-        if not np.isfinite(probability).all():
-            raise FloatingPointError('the network gives non-finite road probabilities for %s' % path)
+    for path, image, probabilities in tqdm(predictions(predict, labels, batch_size), total=len(labels),
+                                           desc='evaluating', unit='img', leave=False):
+        if not np.isfinite(probabilities).all():
+            raise FloatingPointError('the network gives non-finite probabilities for %s' % path)
         label = read_rgb(labels[path])
         check_same_size(path, image, labels[path], label)
         onehot = label_to_onehot(label)
-        metrics.update(np.clip(probability, 0.0, 1.0), onehot[..., 1], onehot.any(axis=-1),
-                       category=road_metrics.kitti_category(path))
-    return metrics
+        labelled = onehot.any(axis=-1)
+        metrics.update(np.clip(probabilities[..., predict.road_class], 0.0, 1.0), onehot[..., predict.road_class],
+                       labelled, category=road_metrics.kitti_category(path))
+        if onehot.shape[-1] > 2:
+            class_iou = class_iou or road_metrics.ClassIoU(onehot.shape[-1])
+            class_iou.update(probabilities.argmax(axis=-1), onehot.argmax(axis=-1), labelled)
+    return metrics, class_iou
 
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
@@ -560,14 +614,15 @@ def expand_image_inputs(inputs):
 
 
 def write_predictions(predict, paths, out_dir, masks=False, on_unreadable=None):
-    """Write <name>.png overlays (and <name>_road.png probabilities) at each image's size; returns the count."""
+    """Write <name>.png overlays (and <name>_road.png road probabilities) at each image's size; returns the count."""
     written = 0
     results = predictions(predict, paths, on_unreadable=on_unreadable)
-    for path, image, probability in tqdm(results, total=len(paths), desc='infer', unit='img'):
+    for path, image, probabilities in tqdm(results, total=len(paths), desc='infer', unit='img'):
         stem = os.path.splitext(os.path.basename(path))[0]
-        write_png_atomically(os.path.join(out_dir, stem + '.png'), road_overlay(image, probability))
+        write_png_atomically(os.path.join(out_dir, stem + '.png'), overlay(image, probabilities, predict.road_class))
         if masks:
-            mask = np.rint(np.clip(probability, 0, 1) * 255).astype(np.uint8)
+            road = probabilities[..., predict.road_class]
+            mask = np.rint(np.clip(road, 0, 1) * 255).astype(np.uint8)
             write_png_atomically(os.path.join(out_dir, stem + '_road.png'), mask)
         written += 1
     return written

@@ -208,13 +208,15 @@ def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES):
 
 
 def export_inference_model(checkpoint_prefix, export_dir, vgg_path, image_shape, skip_scales,
-                           num_classes=NUM_CLASSES):
+                           num_classes=NUM_CLASSES, road_class=1):
     """Write an inference SavedModel (tag 'serve') from a training checkpoint.
 
-    Input `image:0`: RGB uint8 [B, H, W, 3] of any size; output
-    `road_probability:0`: float [B, H, W], the road softmax resized back to
-    the input's size. Resizing to `image_shape` happens in the graph, as the
-    training images were resized. Written to a temporary folder, then renamed.
+    Input `image:0`: RGB uint8 [B, H, W, 3] of any size. Outputs
+    `probabilities:0`: float [B, H, W, classes], the softmax resized back to
+    the input's size; `road_probability:0`: [B, H, W], its road channel;
+    `road_class:0`: that channel's index. Resizing to `image_shape` happens in
+    the graph, as the training images were resized. Written to a temporary
+    folder, then renamed.
     """
     parent = os.path.dirname(os.path.abspath(export_dir))
     staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
@@ -224,9 +226,10 @@ def export_inference_model(checkpoint_prefix, export_dir, vgg_path, image_shape,
             resized = tf.image.resize(tf.cast(image, tf.float32), image_shape, method='bilinear')
             _, _, layer3, layer4, layer7 = _import_vgg(sess, vgg_path, {'image_input:0': resized})
             scores = layers(layer3, layer4, layer7, num_classes, skip_scales)
-            road = tf.nn.softmax(scores)[..., 1:2]
-            tf.identity(tf.image.resize(road, tf.shape(image)[1:3], method='bilinear')[..., 0],
-                        name='road_probability')
+            probabilities = tf.identity(tf.image.resize(tf.nn.softmax(scores), tf.shape(image)[1:3],
+                                                        method='bilinear'), name='probabilities')
+            tf.identity(probabilities[..., road_class], name='road_probability')
+            tf.constant(road_class, name='road_class')
             tf.train.Saver(tf.global_variables()).restore(sess, checkpoint_prefix)
             builder = tf.saved_model.Builder(os.path.join(staging, 'model'))
             builder.add_meta_graph_and_variables(sess, [helper.ExportedModel.TAG])
@@ -243,12 +246,18 @@ def export_inference_model(checkpoint_prefix, export_dir, vgg_path, image_shape,
 
 def new_run_config(args, dataset, data_root, vgg_path, train_pairs, val_pairs, test_images):
     """Everything a run needs to be resumed exactly: settings, the split and the images to overlay."""
-    return {'dataset': dataset, 'data_root': os.path.abspath(data_root), 'vgg_path': os.path.abspath(vgg_path),
+    return {'dataset': dataset, 'classes': getattr(args, 'classes', 'road'),
+            'data_root': os.path.abspath(data_root), 'vgg_path': os.path.abspath(vgg_path),
             'test_images': [os.path.abspath(path) for path in test_images],
             'image_shape': list(args.image_shape), 'batch_size': args.batch_size,
             'learning_rate': args.learning_rate, 'keep_prob': args.keep_prob,
             'skip_scales': list(args.skip_scales), 'seed': args.seed, 'epochs': args.epochs,
             'train': [list(pair) for pair in train_pairs], 'val': [list(pair) for pair in val_pairs]}
+
+
+def label_format(config):
+    """(label decoder, number of classes, road class index) of a run."""
+    return helper.LABEL_FORMATS[(config['dataset'], config['classes'])]
 
 
 class EpochReporter:
@@ -259,8 +268,9 @@ class EpochReporter:
     def __init__(self, sess, model, run, config, best_maxf):
         self.sess, self.model, self.run, self.config = sess, model, run, config
         self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
+        self.decoder, _, road_class = label_format(config)
         self.predict = helper.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input,
-                                               tuple(config['image_shape']))
+                                               tuple(config['image_shape']), road_class)
         self.best_maxf = best_maxf
         self.rows = run.read_metrics()
         self.completed = 0
@@ -271,8 +281,10 @@ class EpochReporter:
         if not self.sess.run(self.weights_finite):
             raise FloatingPointError('the weights became non-finite in epoch %d; lower --learning-rate' % epoch)
         val_pairs = [tuple(pair) for pair in self.config['val']]
-        decoder = helper.LABEL_DECODERS[self.config['dataset']]
-        result = helper.evaluate(self.predict, val_pairs, label_to_onehot=decoder).result() if val_pairs else {}
+        result = {}
+        if val_pairs:
+            metrics, class_iou = helper.evaluate(self.predict, val_pairs, label_to_onehot=self.decoder)
+            result = dict(metrics.result(), **({'miou': class_iou.mean()} if class_iou else {}))
         self.completed = epoch
         state = {'epoch': epoch, 'best_maxf': max(self.best_maxf, result.get('maxf', -1.0))}
         improved = result.get('maxf', -1.0) > self.best_maxf or not val_pairs
@@ -282,20 +294,22 @@ class EpochReporter:
         self.run.save_checkpoint(self.sess, self.saver, 'last', state)
         self.rows = [row for row in self.rows if int(row['epoch']) < epoch]
         self.rows.append(dict({'epoch': epoch, 'loss': '%.6f' % loss},
-                              **{key: '%.6f' % result[key] for key in ('iou', 'maxf', 'ap', 'precision', 'recall')
-                                 if key in result}))
+                              **{key: '%.6f' % result[key] for key in ('iou', 'maxf', 'ap', 'precision', 'recall',
+                                                                       'miou') if key in result}))
         self.run.write_metrics(self.rows)
-        self.run.write_summaries(epoch, dict({'loss': loss}, **{'val/' + k: result[k] for k in ('iou', 'maxf')
+        self.run.write_summaries(epoch, dict({'loss': loss}, **{'val/' + k: result[k] for k in ('iou', 'maxf', 'miou')
                                                                   if k in result}),
                                  self._overlays(val_pairs))
         if not result:
             return ''
-        return 'val IoU %.3f MaxF %.3f%s' % (result['iou'], result['maxf'], ' (best)' if improved else '')
+        return 'val road IoU %.3f MaxF %.3f%s%s' % (result['iou'], result['maxf'],
+                                                   ', mean class IoU %.3f' % result['miou'] if 'miou' in result else '',
+                                                   ' (best)' if improved else '')
 
     def _overlays(self, val_pairs):
         paths = [image for image, _ in val_pairs[:self.OVERLAYS_PER_EPOCH]]
-        return [('val/%s' % os.path.basename(path), helper.road_overlay(image, probability))
-                for path, image, probability in helper.predictions(self.predict, paths)]
+        return [('val/%s' % os.path.basename(path), helper.overlay(image, probabilities, self.predict.road_class))
+                for path, image, probabilities in helper.predictions(self.predict, paths)]
 
     def save_interrupted(self):
         """Ctrl-C: keep the weights as they are, counted as the last completed epoch."""
@@ -313,7 +327,8 @@ def fit(run, config, resume=False):
     tf.reset_default_graph()
     tf.set_random_seed(config['seed'])
     sess = tf.Session()
-    model = build_fcn8(sess, config['vgg_path'], NUM_CLASSES, tuple(config['skip_scales']))
+    decoder, num_classes, _ = label_format(config)
+    model = build_fcn8(sess, config['vgg_path'], num_classes, tuple(config['skip_scales']))
     state = {'epoch': 0, 'best_maxf': -1.0}
     saved = run.checkpoint_state('last') if resume else None
     if saved:
@@ -324,7 +339,7 @@ def fit(run, config, resume=False):
     get_batches_fn = helper.gen_batch_function(config['data_root'], tuple(config['image_shape']),
                                                pairs=[tuple(pair) for pair in config['train']],
                                                seed=config['seed'], first_epoch=state['epoch'],
-                                               label_to_onehot=helper.LABEL_DECODERS[config['dataset']])
+                                               label_to_onehot=decoder)
     reporter = EpochReporter(sess, model, run, config, state['best_maxf'])
     reporter.completed = state['epoch']
     started = time.time()
@@ -352,12 +367,13 @@ def fit(run, config, resume=False):
 
 def finish_run(sess, model, run, config):
     """Export the best model and write the test overlays into the run folder."""
+    _, num_classes, road_class = label_format(config)
     export_dir = export_inference_model(run.checkpoint_prefix('best'), os.path.join(run.path, 'export'),
                                         config['vgg_path'], tuple(config['image_shape']),
-                                        tuple(config['skip_scales']))
+                                        tuple(config['skip_scales']), num_classes, road_class)
     print('Exported the best model to %s' % export_dir)
     predict = helper.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input,
-                                      tuple(config['image_shape']))
+                                      tuple(config['image_shape']), road_class)
     written = helper.write_predictions(predict, config['test_images'], run.path)
     print('Saved %d test overlays to %s' % (written, run.path))
 
@@ -375,6 +391,9 @@ def training_data(args):
         val_pairs = helper.camvid_pairs(args.data_dir, 'val')
         return (dataset, args.data_dir, helper.camvid_pairs(args.data_dir, 'train'), val_pairs,
                 [image for image, _ in val_pairs])
+    if args.classes == 'all':
+        raise helper.DatasetError('--classes all needs a CamVid dataset; %s is KITTI Road, whose labels only '
+                                  'mark road' % args.data_dir)
     data_road = helper.maybe_download_kitti(args.data_dir, args.kitti_url)
     train_pairs, val_pairs = helper.split_pairs(helper.kitti_road_pairs(os.path.join(data_road, 'training')),
                                                 args.val_fraction)
@@ -423,13 +442,13 @@ def demo(args):
     sess, model = fit(run, config)
     finish_run(sess, model, run, config)
     sess.close()
-    metrics = evaluate_model(os.path.join(run.path, 'export'), held_out)
+    metrics, _ = evaluate_model(os.path.join(run.path, 'export'), held_out)
     print('demo: road IoU %.2f on %d held-out images, overlays in %s'
           % (metrics.result()['iou'], len(held_out), run.path))
 
 
 def evaluate_model(model_dir, pairs, label_to_onehot=helper.kitti_label_to_onehot):
-    """RoadMetrics of an exported model (a run folder or its export/) on labelled pairs."""
+    """(RoadMetrics, ClassIoU or None) of an exported model (a run folder or its export/) on labelled pairs."""
     exported = helper.ExportedModel(resolve_export_dir(model_dir))
     try:
         return helper.evaluate(exported, pairs, label_to_onehot=label_to_onehot)
@@ -479,6 +498,9 @@ def build_parser():
     train_parser.add_argument('--dataset', choices=('auto', 'kitti', 'camvid'), default='auto',
                               help='the layout of --data-dir; auto: camvid if it has train/, trainannot/, val/, '
                                    'valannot/, else KITTI (default: %(default)s)')
+    train_parser.add_argument('--classes', choices=('road', 'all'), default='road',
+                              help='road: road vs the rest; all: every CamVid class, with per-class IoU and a '
+                                   'colour palette in the overlays (default: %(default)s)')
     train_parser.add_argument('--val-fraction', type=float, default=DEFAULT_VAL_FRACTION,
                               help='share of each KITTI category held out for validation (default: 1/6)')
     train_parser.add_argument('--resume', metavar='RUN_DIR', default=None,
@@ -529,6 +551,8 @@ def validate_training_args(args):
         problems.append('--keep-prob must be in (0, 1]')
     if not args.learning_rate > 0:
         problems.append('--learning-rate must be > 0')
+    if getattr(args, 'classes', 'road') == 'all' and getattr(args, 'dataset', 'kitti') == 'kitti':
+        problems.append('--classes all needs a CamVid dataset (KITTI Road labels only road)')
     if not 0 <= getattr(args, 'val_fraction', 0) < 1:
         problems.append('--val-fraction must be in [0, 1)')
     if problems:
@@ -539,16 +563,25 @@ def validate_training_args(args):
 def evaluate_command(args):
     """python main.py evaluate: a table of the KITTI metrics (and JSON with --json).
 
-    On KITTI every labelled training image is evaluated; on CamVid the val split.
+    On KITTI every labelled training image is evaluated; on CamVid the val
+    split, with per-class IoU for a model trained on all classes.
     """
     if helper.is_camvid(args.data_dir):
-        pairs, decoder = helper.camvid_pairs(args.data_dir, 'val'), helper.camvid_label_to_onehot
+        pairs = helper.camvid_pairs(args.data_dir, 'val')
+        exported = helper.ExportedModel(resolve_export_dir(args.model))
+        classes = 'all' if exported.road_class == helper.CAMVID_ROAD else 'road'
+        exported.close()
+        decoder = helper.LABEL_FORMATS[('camvid', classes)][0]
     else:
         data_road = helper.maybe_download_kitti(args.data_dir)
         pairs, decoder = helper.kitti_road_pairs(os.path.join(data_road, 'training')), helper.kitti_label_to_onehot
-    metrics = evaluate_model(args.model, pairs, decoder)
+    metrics, class_iou = evaluate_model(args.model, pairs, decoder)
     results = dict({'all': metrics.result()}, **metrics.per_category())
     print(road_metrics.format_table(results))
+    if class_iou:
+        print('\n'.join('IoU %-10s %6.2f%%' % (name, 100 * iou)
+                        for name, iou in zip(helper.CAMVID_CLASS_NAMES, class_iou.per_class())))
+        print('mean class IoU %.2f%%' % (100 * class_iou.mean()))
     if args.json:
         print(json.dumps({key: results['all'][key] for key in EVALUATE_JSON_KEYS}))
 

@@ -586,7 +586,8 @@ def test_evaluate_scores_perfect_and_inverted_predictions():
             keep_prob = tf.placeholder_with_default(1.0, [])
             logits = tf.constant(sign * 20.0 * (labels - 0.5))
             predict = helper.SessionPredictor(sess, logits, keep_prob, image_input, size)
-            metrics = helper.evaluate(predict, pairs, batch_size=3)
+            metrics, class_iou = helper.evaluate(predict, pairs, batch_size=3)
+        assert class_iou is None
         assert abs(metrics.result()['iou'] - expected_iou) < 1e-6, metrics.result()
 
 
@@ -625,8 +626,9 @@ def test_demo_end_to_end_writes_a_run_folder():
     exported = helper.ExportedModel(os.path.join(run_dir, 'export'))
     try:
         image = iio.imread(tests[0])
-        probability = exported([image])
-        assert probability.shape == (1,) + image.shape[:2] and 0 <= probability.min() <= probability.max() <= 1
+        probabilities = exported([image])
+        assert probabilities.shape == (1,) + image.shape[:2] + (2,)
+        assert np.allclose(probabilities.sum(axis=-1), 1, atol=1e-3) and exported.road_class == 1
     finally:
         exported.close()
 
@@ -761,7 +763,7 @@ def test_exported_model_matches_the_trained_graph_at_any_size():
         tf.train.Saver(tf.global_variables()).restore(sess, run.checkpoint_prefix('best'))
         predict = helper.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input, (64, 192))
         for image, probability in zip(images, exported_probabilities):
-            assert probability.shape == image.shape[:2]
+            assert probability.shape == image.shape[:2] + (2,)
             assert np.abs(predict([image])[0] - probability).max() < 0.02
 
 
@@ -787,7 +789,7 @@ def test_evaluate_command_prints_the_kitti_metrics_and_json():
     assert all(0 <= figures[key] <= 1 for key in ('iou', 'maxf', 'ap', 'precision', 'recall'))
     assert 'MaxF' in text and 'umm' in text
     pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
-    assert figures['maxf'] == main.evaluate_model(os.path.join(run.path, 'export'), pairs).result()['maxf']
+    assert figures['maxf'] == main.evaluate_model(os.path.join(run.path, 'export'), pairs)[0].result()['maxf']
     _, code = _run_main(['evaluate', '--model', scratch_dir('empty'), '--data-dir',
                          os.path.dirname(small_dataset())])
     assert 'no exported model' in str(code)
@@ -858,6 +860,23 @@ def test_training_on_a_camvid_folder_uses_its_val_split():
     assert sorted(name for name in os.listdir(run.path) if name.endswith('.png')) == ['f000.png', 'f001.png']
     text, code = _run_main(['evaluate', '--model', run.path, '--data-dir', root, '--json'])
     assert code is None and json.loads(text.strip().splitlines()[-1])['images'] == 2
+
+
+def test_camvid_with_all_classes_trains_scores_every_class_and_paints_the_palette():
+    root = _camvid_folder((32, 48))
+    runs_dir = scratch_dir('camvid-all')
+    main.run(['train', '--data-dir', root, '--vgg-dir', small_vgg(), '--runs-dir', runs_dir, '--epochs', '1',
+              '--image-shape', '32', '48', '--batch-size', '3', '--classes', 'all'])
+    run = _only_run(runs_dir)
+    assert 'miou' in run.read_metrics()[0]
+    overlay = iio.imread(os.path.join(run.path, 'f000.png')).astype(int)
+    image = helper.read_rgb(os.path.join(root, 'val', 'f000.png')).astype(int)
+    blends = {tuple(np.rint(0.5 * image[0, 0] + 0.5 * np.array(c)).astype(int)) for c in helper.CAMVID_PALETTE}
+    assert {tuple(pixel) for pixel in overlay.reshape(-1, 3)} <= blends, 'every pixel blended with a class colour'
+    text, code = _run_main(['evaluate', '--model', run.path, '--data-dir', root])
+    assert code is None and 'IoU road' in text and 'mean class IoU' in text
+    expect_error(SystemExit, main.run, ['train', '--data-dir', os.path.dirname(small_dataset()), '--classes', 'all',
+                                        '--vgg-dir', small_vgg()], contains=('CamVid',))
 
 
 def test_real_camvid_labels_decode_to_road_and_unlabelled():

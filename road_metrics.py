@@ -252,3 +252,26 @@ def format_table(results_by_name):
                                for _, key in _TABLE_COLUMNS)
                      + ' %6.4f' % result['threshold'])
     return '\n'.join(lines)
+
+
+class ClassIoU:
+    """Per-class IoU from a confusion matrix over labelled pixels (multi-class datasets such as CamVid)."""
+
+    def __init__(self, num_classes):
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+
+    def update(self, predicted, actual, valid):
+        """`predicted`, `actual`: HxW class ids; `valid`: HxW bool (False = unlabelled)."""
+        n = len(self.confusion)
+        self.confusion += np.bincount(actual[valid].astype(np.int64) * n + predicted[valid],
+                                      minlength=n * n).reshape(n, n)
+
+    def per_class(self):
+        """IoU of every class (NaN for a class neither present nor predicted)."""
+        true_positive = np.diag(self.confusion).astype(np.float64)
+        union = self.confusion.sum(axis=0) + self.confusion.sum(axis=1) - true_positive
+        with np.errstate(invalid='ignore', divide='ignore'):
+            return true_positive / union
+
+    def mean(self):
+        return float(np.nanmean(self.per_class()))

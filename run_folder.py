@@ -18,10 +18,11 @@ import io
 import json
 import os
 import shutil
-import tempfile
 
 import imageio.v3 as iio
 import tensorflow.compat.v1 as tf
+
+import helper
 
 CONFIG_FILE = 'run.json'
 METRICS_FILE = 'metrics.csv'
@@ -35,8 +36,7 @@ class RunFolderError(RuntimeError):
 
 def write_file_atomically(path, data):
     """Write bytes or text to `path` via a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix='.tmp-', dir=directory)
+    fd, temporary = helper.readable_temporary_file(os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -76,7 +76,7 @@ class RunFolder:
         """Save all variables and `state` (a dict) as checkpoints/<name>, replacing it atomically."""
         parent = os.path.join(self.path, 'checkpoints')
         os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix='.%s-' % name, dir=parent)
+        staging = helper.readable_temporary_dir(parent, '.%s-' % name)
         target, retired = self.checkpoint_dir(name), os.path.join(parent, '.retired-%s' % name)
         try:
             saver.save(sess, os.path.join(staging, CHECKPOINT_PREFIX), write_meta_graph=False,

@@ -286,3 +286,14 @@ def test_real_kitti_label_as_perfect_prediction():
                    category=kitti_category(KITTI_LABEL))
     assert metrics.result()['maxf'] == 1.0
     assert metrics.per_category()['um']['iou'] == 1.0
+
+
+def test_class_iou_from_the_confusion_matrix():
+    predicted = np.array([[0, 0, 1], [1, 2, 2]])
+    actual = np.array([[0, 1, 1], [1, 2, 0]])
+    valid = np.array([[True, True, True], [True, True, False]])  # the last pixel is unlabelled
+    class_iou = road_metrics.ClassIoU(3)
+    class_iou.update(predicted, actual, valid)
+    # class 0: TP 1 (pixel 0), FP 1 (pixel 1 predicted 0, is 1) -> 1/2; class 1: TP 2, FN 1 -> 2/3; class 2: 1/1.
+    assert np.allclose(class_iou.per_class(), [1 / 2, 2 / 3, 1.0])
+    assert abs(class_iou.mean() - (1 / 2 + 2 / 3 + 1) / 3) < 1e-12
