@@ -5,8 +5,10 @@ Everything that touches files lives here; the model maths lives in main.py.
 import glob
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -406,7 +408,7 @@ def load_training_pair(image_path, label_path, image_shape, label_to_onehot=kitt
 
 
 def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch=0,
-                       label_to_onehot=kitti_label_to_onehot):
+                       label_to_onehot=kitti_label_to_onehot, augment=False):
     """Make `get_batches_fn(batch_size)` over a KITTI Road training folder.
 
     Every image is decoded and resized once, up front; each call of
@@ -415,7 +417,9 @@ def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch
     (image, label) paths of the folder (e.g. a training split). The order of
     the n-th call depends only on (seed, first_epoch + n), so a resumed run
     sees the batches an uninterrupted one would. `label_to_onehot` decodes
-    another dataset's labels (e.g. camvid_label_to_onehot).
+    another dataset's labels (e.g. camvid_label_to_onehot). With `augment`
+    every batch is jittered (augment_batch). A background thread prepares the
+    next batches while the current one trains.
     """
     pairs = kitti_road_pairs(data_folder) if pairs is None else list(pairs)
     decoded = [load_training_pair(image, label, image_shape, label_to_onehot)
@@ -429,13 +433,76 @@ def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch
         if batch_size < 1:
             raise ValueError('batch_size must be >= 1, got %r' % (batch_size,))
         order = np.random.default_rng([seed, epochs_served[0]]).permutation(len(images))
+        jitter = np.random.default_rng([seed, epochs_served[0], 1])
         epochs_served[0] += 1
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            yield images[batch], labels[batch]
+
+        def batches():
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                yield augment_batch(jitter, images[batch], labels[batch]) if augment else (images[batch],
+                                                                                           labels[batch])
+
+        return prefetch(batches())
 
     get_batches_fn.num_images = len(images)
     return get_batches_fn
+
+
+AUGMENT_CONTRAST = (0.8, 1.2)
+AUGMENT_BRIGHTNESS = 20.0
+AUGMENT_MAX_ZOOM = 1.15
+
+
+def augment_batch(rng, images, labels):
+    """Random horizontal flip, brightness/contrast and zoom-and-crop, labels transformed alike.
+
+    Images uint8 [B, H, W, 3] and one-hot labels bool [B, H, W, C] come back
+    with the same shapes and types.
+    """
+    images, labels = images.copy(), labels.copy()
+    for i in range(len(images)):
+        if rng.random() < 0.5:
+            images[i], labels[i] = images[i][:, ::-1], labels[i][:, ::-1]
+        zoom = rng.uniform(1.0, AUGMENT_MAX_ZOOM)
+        if zoom > 1.01:
+            images[i], labels[i] = _zoom_and_crop(rng, images[i], labels[i], zoom)
+    contrast = rng.uniform(*AUGMENT_CONTRAST, size=(len(images), 1, 1, 1))
+    brightness = rng.uniform(-AUGMENT_BRIGHTNESS, AUGMENT_BRIGHTNESS, size=(len(images), 1, 1, 1))
+    mean = images.mean(axis=(1, 2, 3), keepdims=True)
+    images = np.clip((images - mean) * contrast + mean + brightness, 0, 255).round().astype(np.uint8)
+    return images, labels
+
+
+def _zoom_and_crop(rng, image, label, zoom):
+    height, width = image.shape[:2]
+    size = (int(round(height * zoom)), int(round(width * zoom)))
+    top, left = rng.integers(0, size[0] - height + 1), rng.integers(0, size[1] - width + 1)
+    crop = (slice(top, top + height), slice(left, left + width))
+    return resize_image(image, size)[crop], resize_nearest(label, size)[crop]
+
+
+def prefetch(iterator, depth=2):
+    """Iterate `iterator` in a background thread, up to `depth` items ahead (batch preparation
+    overlaps the training step; numpy and TensorFlow release the GIL for their heavy work)."""
+    items = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce():
+        try:
+            for item in iterator:
+                items.put(item)
+        except BaseException as error:  # handed to the consumer, raised there
+            items.put(error)
+        items.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item = items.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 # --------------------------------------------------------------------------- inference and overlays

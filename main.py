@@ -19,6 +19,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
+from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import helper  # noqa: E402
@@ -139,11 +140,14 @@ def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, skip_sca
     return tf.identity(output, name='fcn8_output')
 
 
-def optimize(nn_last_layer, correct_label, learning_rate, num_classes):
+def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=None, mixed_precision=False):
     """Flattened softmax cross-entropy plus the L2 losses, minimised by Adam.
 
     The cross-entropy is the mean over labelled pixels: a pixel whose one-hot
-    row is all zero (KITTI's don't-care) adds nothing. Returns (logits
+    row is all zero (KITTI's don't-care) adds nothing. `var_list` limits
+    training to some variables (e.g. the decoder's); `mixed_precision` adds
+    dynamic loss scaling, which float16 compute on a GPU needs (the cast
+    itself is session_config's graph rewrite). Returns (logits
     [N*H*W, num_classes], train_op, loss).
     """
     logits = tf.reshape(nn_last_layer, [-1, num_classes], name='logits')
@@ -152,8 +156,26 @@ def optimize(nn_last_layer, correct_label, learning_rate, num_classes):
     labelled = tf.reduce_sum(labels)
     cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(labelled, 1.0)
     loss = tf.add(cross_entropy, tf.losses.get_regularization_loss(), name='loss')
-    train_op = tf.train.AdamOptimizer(learning_rate).minimize(loss)
+    optimizer = tf.train.AdamOptimizer(learning_rate)
+    if mixed_precision:
+        optimizer = tf.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, 'dynamic')
+    train_op = optimizer.minimize(loss, var_list=var_list)
     return logits, train_op, loss
+
+
+def session_config(xla=False, mixed_precision=False):
+    """Session options: XLA JIT compilation; mixed precision as grappler's graph rewrites.
+
+    Mixed precision computes in float16 on GPUs and in bfloat16 on oneDNN CPUs
+    (AMX, AVX-512 BF16); the variables stay float32 (the master weights).
+    """
+    config = tf.ConfigProto()
+    if xla:
+        config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+    if mixed_precision:
+        config.graph_options.rewrite_options.auto_mixed_precision = RewriterConfig.ON
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = RewriterConfig.ON
+    return config
 
 
 def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_loss, input_image,
@@ -194,14 +216,20 @@ def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_l
 FCN8 = collections.namedtuple('FCN8', 'image_input keep_prob correct_label learning_rate output logits train_op loss')
 
 
-def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES):
-    """Load VGG, add the decoder and the optimiser, initialise what VGG did not bring."""
+def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, freeze_encoder=False,
+               mixed_precision=False):
+    """Load VGG, add the decoder and the optimiser, initialise what VGG did not bring.
+
+    With `freeze_encoder` only the decoder is trained: no gradients flow into VGG.
+    """
     image_input, keep_prob, layer3, layer4, layer7 = load_vgg(sess, vgg_path)
     pretrained = set(tf.global_variables())
     output = layers(layer3, layer4, layer7, num_classes, skip_scales)
     correct_label = tf.placeholder(tf.float32, [None, None, None, num_classes], name='correct_label')
     learning_rate = tf.placeholder(tf.float32, [], name='learning_rate')
-    logits, train_op, loss = optimize(output, correct_label, learning_rate, num_classes)
+    decoder = [v for v in tf.trainable_variables() if v not in pretrained]
+    logits, train_op, loss = optimize(output, correct_label, learning_rate, num_classes,
+                                      var_list=decoder if freeze_encoder else None, mixed_precision=mixed_precision)
     # Only the new variables: initialising all would wipe out the pretrained weights.
     sess.run(tf.variables_initializer([v for v in tf.global_variables() if v not in pretrained]))
     return FCN8(image_input, keep_prob, correct_label, learning_rate, output, logits, train_op, loss)
@@ -252,6 +280,8 @@ def new_run_config(args, dataset, data_root, vgg_path, train_pairs, val_pairs, t
             'image_shape': list(args.image_shape), 'batch_size': args.batch_size,
             'learning_rate': args.learning_rate, 'keep_prob': args.keep_prob,
             'skip_scales': list(args.skip_scales), 'seed': args.seed, 'epochs': args.epochs,
+            'augment': args.augment, 'freeze_encoder': args.freeze_encoder, 'xla': args.xla,
+            'mixed_precision': args.mixed_precision,
             'train': [list(pair) for pair in train_pairs], 'val': [list(pair) for pair in val_pairs]}
 
 
@@ -326,9 +356,10 @@ def fit(run, config, resume=False):
     """
     tf.reset_default_graph()
     tf.set_random_seed(config['seed'])
-    sess = tf.Session()
+    sess = tf.Session(config=session_config(config['xla'], config['mixed_precision']))
     decoder, num_classes, _ = label_format(config)
-    model = build_fcn8(sess, config['vgg_path'], num_classes, tuple(config['skip_scales']))
+    model = build_fcn8(sess, config['vgg_path'], num_classes, tuple(config['skip_scales']),
+                       config['freeze_encoder'], config['mixed_precision'])
     state = {'epoch': 0, 'best_maxf': -1.0}
     saved = run.checkpoint_state('last') if resume else None
     if saved:
@@ -339,7 +370,7 @@ def fit(run, config, resume=False):
     get_batches_fn = helper.gen_batch_function(config['data_root'], tuple(config['image_shape']),
                                                pairs=[tuple(pair) for pair in config['train']],
                                                seed=config['seed'], first_epoch=state['epoch'],
-                                               label_to_onehot=decoder)
+                                               label_to_onehot=decoder, augment=config['augment'])
     reporter = EpochReporter(sess, model, run, config, state['best_maxf'])
     reporter.completed = state['epoch']
     started = time.time()
@@ -481,13 +512,21 @@ def _add_training_flags(parser, defaults):
                         default=defaults['skip_scales'],
                         help='factors on pool4 and pool3 before their scores (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
+    parser.add_argument('--augment', action=argparse.BooleanOptionalAction, default=defaults['augment'],
+                        help='random flips, brightness/contrast and scale/crop jitter of the training images '
+                             '(default: %s)' % ('on' if defaults['augment'] else 'off'))
+    parser.add_argument('--freeze-encoder', action='store_true',
+                        help='train only the decoder (no gradients into VGG): faster, for small GPUs')
+    parser.add_argument('--xla', action='store_true', help='compile the graph with XLA (JIT)')
+    parser.add_argument('--mixed-precision', action='store_true',
+                        help='float16 (GPU, with loss scaling) or bfloat16 (CPU) compute, float32 weights')
 
 
 DEFAULT_VAL_FRACTION = 1 / 6
 TRAIN_DEFAULTS = dict(vgg='<data-dir>/vgg, downloaded if absent', epochs=25, batch_size=8, learning_rate=1e-4,
-                      keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES))
+                      keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES), augment=True)
 DEMO_DEFAULTS = dict(vgg='<data-dir>/demo/vgg, built with random weights if absent', epochs=15, batch_size=8,
-                     learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0])
+                     learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0], augment=False)
 
 
 def build_parser():

@@ -517,6 +517,77 @@ def test_split_pairs_is_deterministic_stratified_and_disjoint():
     assert counts == {'um': 2, 'umm': 3, 'uu': 1}, counts
 
 
+# --------------------------------------------------------------------------- input pipeline and speed options
+
+def test_batches_are_reproducible_per_epoch_and_resume_where_they_left_off():
+    folder = os.path.join(small_dataset(), 'training')
+    first = helper.gen_batch_function(folder, SMALL_SHAPE, seed=5)
+    epochs = [[images.copy() for images, _ in first(4)] for _ in range(3)]
+    again = helper.gen_batch_function(folder, SMALL_SHAPE, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(epochs[0], [images for images, _ in again(4)]))
+    resumed = helper.gen_batch_function(folder, SMALL_SHAPE, seed=5, first_epoch=2)
+    assert all(np.array_equal(a, b) for a, b in zip(epochs[2], [images for images, _ in resumed(4)]))
+    assert not all(np.array_equal(a, b) for a, b in zip(epochs[0], epochs[1])), 'reshuffled every epoch'
+
+
+def test_augment_batch_moves_images_and_labels_together():
+    rng = np.random.default_rng(0)
+    images = np.zeros((16, 32, 48, 3), np.uint8)
+    images[:, :, :20] = 200  # a bright road on the left
+    labels = np.zeros((16, 32, 48, 2), bool)
+    labels[:, :, :20, 1] = True
+    labels[:, :, 20:, 0] = True
+    labels[:, 0, :, :] = False  # a don't-care row
+    augmented, augmented_labels = helper.augment_batch(rng, images, labels)
+    assert augmented.shape == images.shape and augmented.dtype == np.uint8 and augmented_labels.dtype == bool
+    assert augmented_labels.sum(axis=-1).max() == 1, "still one-hot (or don't care)"
+    flipped = 0
+    for image, label in zip(augmented, augmented_labels):
+        road, rest = image[label[..., 1]].mean(), image[label[..., 0]].mean()
+        assert road > rest + 50, 'the road pixels are still the bright ones'
+        flipped += label[5, -1, 1]
+    assert 0 < flipped < 16, 'some images flipped, some not'
+    assert not np.array_equal(augmented.mean(axis=(1, 2, 3)), images.mean(axis=(1, 2, 3)))
+
+
+def test_prefetch_keeps_order_and_raises_the_producers_error():
+    assert list(helper.prefetch(iter(range(10)))) == list(range(10))
+
+    def failing():
+        yield 1
+        raise OSError('disk gone')
+
+    expect_error(OSError, lambda: list(helper.prefetch(failing())), contains=('disk gone',))
+
+
+def _one_training_step(sess, model):
+    images, labels = next(helper.gen_batch_function(os.path.join(small_dataset(), 'training'), SMALL_SHAPE)(2))
+    _, loss = sess.run([model.train_op, model.loss], {model.image_input: images, model.correct_label: labels,
+                                                      model.learning_rate: 1e-3})
+    return loss
+
+
+def test_freeze_encoder_trains_only_the_decoder():
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model = main.build_fcn8(sess, small_vgg(), 2, freeze_encoder=True)
+        encoder = [v for v in tf.trainable_variables() if v.name.startswith('block')]
+        decoder = [v for v in tf.trainable_variables() if v.name.startswith('fcn8')]
+        before = sess.run(encoder + decoder)
+        assert np.isfinite(_one_training_step(sess, model))
+        after = sess.run(encoder + decoder)
+    assert all(np.array_equal(a, b) for a, b in zip(before[:len(encoder)], after[:len(encoder)]))
+    assert not all(np.array_equal(a, b) for a, b in zip(before[len(encoder):], after[len(encoder):]))
+
+
+def test_xla_and_mixed_precision_build_and_train_a_step_on_a_cpu():
+    with tf.Graph().as_default(), tf.Session(config=main.session_config(xla=True, mixed_precision=True)) as sess:
+        model = main.build_fcn8(sess, small_vgg(), 2, mixed_precision=True)
+        first = _one_training_step(sess, model)
+        assert np.isfinite(first) and np.isfinite(_one_training_step(sess, model))
+        variables = [v for v in tf.global_variables() if v.name.startswith('fcn8')]
+        assert variables and all(v.dtype.base_dtype == tf.float32 for v in variables), 'float32 master weights'
+
+
 # --------------------------------------------------------------------------- inference and outputs
 
 def test_road_overlay_paints_only_road():
