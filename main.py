@@ -295,15 +295,14 @@ class EpochReporter:
 
     OVERLAYS_PER_EPOCH = 3
 
-    def __init__(self, sess, model, run, config, best_maxf):
-        self.sess, self.model, self.run, self.config = sess, model, run, config
+    def __init__(self, sess, model, run, config, state):
+        self.sess, self.run, self.config = sess, run, config
         self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
         self.decoder, _, road_class = label_format(config)
         self.predict = helper.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input,
                                                tuple(config['image_shape']), road_class)
-        self.best_maxf = best_maxf
+        self.best_maxf, self.completed = state['best_maxf'], state['epoch']
         self.rows = run.read_metrics()
-        self.completed = 0
         # The loss train_nn checks is computed before each update: the last update of an epoch is checked here.
         self.weights_finite = tf.reduce_all([tf.reduce_all(tf.is_finite(v)) for v in tf.trainable_variables()])
 
@@ -371,8 +370,7 @@ def fit(run, config, resume=False):
                                                pairs=[tuple(pair) for pair in config['train']],
                                                seed=config['seed'], first_epoch=state['epoch'],
                                                label_to_onehot=decoder, augment=config['augment'])
-    reporter = EpochReporter(sess, model, run, config, state['best_maxf'])
-    reporter.completed = state['epoch']
+    reporter = EpochReporter(sess, model, run, config, state)
     started = time.time()
     try:
         history = train_nn(sess, config['epochs'], config['batch_size'], get_batches_fn, model.train_op, model.loss,
