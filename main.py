@@ -2,6 +2,8 @@
 
     python main.py [train] [flags]   train on KITTI Road, write test overlays to runs/<timestamp>/
     python main.py demo [flags]      the same, offline: a generated road dataset and a small random VGG
+    python main.py evaluate|infer    KITTI metrics of a trained model; overlays of new images
+    python main.py bench [flags]     speed benchmark (bench.py)
 
 Run `python main.py --help` or `python main.py demo --help` for the flags.
 """
@@ -561,6 +563,9 @@ def build_parser():
     infer_parser.add_argument('--out', default=None, help='output folder (default: runs/<timestamp>)')
     infer_parser.add_argument('--masks', action='store_true',
                               help='also write the road probability as an 8-bit PNG (<name>_road.png)')
+    commands.add_parser('bench', add_help=False,
+                        help='speed benchmark: data pipelines, training, inference, FLOP ratios '
+                             '(python main.py bench --help)')
     return parser
 
 
@@ -650,7 +655,12 @@ JOBS = {'train': train, 'demo': demo, 'evaluate': evaluate_command, 'infer': inf
 
 
 def run(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['bench']:
+        import bench  # here, not at the top: bench imports this module
+        bench.main(argv[1:])
+        return
+    args = parse_args(argv)
     try:
         JOBS[args.command](args)
     except (helper.DatasetError, helper.DownloadError, VGGModelError, FloatingPointError,
