@@ -715,12 +715,10 @@ def kitti_test_images(data_road):
 
 def save_inference_samples(runs_dir, data_dir, sess, image_shape, logits, keep_prob, input_image, output_dir=None):
     """Write overlays of every KITTI test image to runs_dir/<timestamp>/ (or `output_dir`); returns the folder."""
+    paths = kitti_test_images(os.path.join(data_dir, 'data_road'))
+    if not paths:
+        raise DatasetError('no test images (*.png) in %s' % os.path.join(data_dir, 'data_road', 'testing', 'image_2'))
     output_dir = output_dir or new_run_dir(runs_dir)
-    test_folder = os.path.join(data_dir, 'data_road', 'testing')
-    outputs = gen_test_output(sess, logits, keep_prob, input_image, test_folder, image_shape)
-    count = 0
-    for name, overlay in tqdm(outputs, desc='overlays', unit='img', leave=False):
-        write_png_atomically(os.path.join(output_dir, name), overlay)
-        count += 1
-    print('Saved %d test overlays to %s' % (count, output_dir))
+    predict = SessionPredictor(sess, logits, keep_prob, input_image, image_shape)
+    print('Saved %d test overlays to %s' % (write_predictions(predict, paths, output_dir), output_dir))
     return output_dir

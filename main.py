@@ -12,9 +12,7 @@ import collections
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -248,28 +246,17 @@ def export_inference_model(checkpoint_prefix, export_dir, vgg_path, image_shape,
     the graph, as the training images were resized. Written to a temporary
     folder, then renamed.
     """
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
-    try:
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
-            image = tf.placeholder(tf.uint8, [None, None, None, 3], name='image')
-            resized = tf.image.resize(tf.cast(image, tf.float32), image_shape, method='bilinear')
-            _, _, layer3, layer4, layer7 = _import_vgg(sess, vgg_path, {'image_input:0': resized})
-            scores = layers(layer3, layer4, layer7, num_classes, skip_scales)
-            probabilities = tf.identity(tf.image.resize(tf.nn.softmax(scores), tf.shape(image)[1:3],
-                                                        method='bilinear'), name='probabilities')
-            tf.identity(probabilities[..., road_class], name='road_probability')
-            tf.constant(road_class, name='road_class')
-            tf.train.Saver(tf.global_variables()).restore(sess, checkpoint_prefix)
-            builder = tf.saved_model.Builder(os.path.join(staging, 'model'))
-            builder.add_meta_graph_and_variables(sess, [helper.ExportedModel.TAG])
-            builder.save()
-        if os.path.exists(export_dir):
-            shutil.rmtree(export_dir)
-        os.rename(os.path.join(staging, 'model'), export_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return export_dir
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+        image = tf.placeholder(tf.uint8, [None, None, None, 3], name='image')
+        resized = tf.image.resize(tf.cast(image, tf.float32), image_shape, method='bilinear')
+        _, _, layer3, layer4, layer7 = _import_vgg(sess, vgg_path, {'image_input:0': resized})
+        scores = layers(layer3, layer4, layer7, num_classes, skip_scales)
+        probabilities = tf.identity(tf.image.resize(tf.nn.softmax(scores), tf.shape(image)[1:3],
+                                                    method='bilinear'), name='probabilities')
+        tf.identity(probabilities[..., road_class], name='road_probability')
+        tf.constant(road_class, name='road_class')
+        tf.train.Saver(tf.global_variables()).restore(sess, checkpoint_prefix)
+        return vgg_builder.save_savedmodel(sess, helper.ExportedModel.TAG, export_dir)
 
 
 # --------------------------------------------------------------------------- training runs

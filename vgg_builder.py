@@ -142,24 +142,33 @@ def build_vgg16_graph(kernel_shapes):
 def write_vgg16_savedmodel(export_dir, weights):
     """Write `weights` ({name: (kernel, bias)}) as the FCN-ready VGG16 SavedModel.
 
-    The model is written to a temporary folder beside `export_dir` and moved
-    into place only when complete. Values are fed into the variables rather
-    than baked into the graph, so the full model stays far below protobuf's
-    2 GB limit.
+    Values are fed into the variables rather than baked into the graph, so the
+    full model stays far below protobuf's 2 GB limit.
     """
     if os.path.exists(export_dir):
         raise FileExistsError('%s already exists; remove it to write a new VGG model there' % export_dir)
+    kernel_shapes = {name: kernel.shape for name, (kernel, _) in weights.items()}
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+        build_vgg16_graph(kernel_shapes)
+        _load_weights(sess, weights)
+        return save_savedmodel(sess, VGG_TAG, export_dir)
+
+
+def save_savedmodel(sess, tag, export_dir):
+    """Save the session's graph and variables as a SavedModel with `tag`, replacing `export_dir`.
+
+    The model is written to a temporary folder beside `export_dir` and moved
+    into place only when complete.
+    """
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
-    kernel_shapes = {name: kernel.shape for name, (kernel, _) in weights.items()}
-    staging = tempfile.mkdtemp(prefix='.vgg-', dir=parent)
+    staging = tempfile.mkdtemp(prefix='.savedmodel-', dir=parent)
     try:
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
-            build_vgg16_graph(kernel_shapes)
-            _load_weights(sess, weights)
-            builder = tf.saved_model.Builder(os.path.join(staging, 'model'))
-            builder.add_meta_graph_and_variables(sess, [VGG_TAG])
-            builder.save()
+        builder = tf.saved_model.Builder(os.path.join(staging, 'model'))
+        builder.add_meta_graph_and_variables(sess, [tag])
+        builder.save()
+        if os.path.exists(export_dir):
+            shutil.rmtree(export_dir)
         os.rename(os.path.join(staging, 'model'), export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
