@@ -22,8 +22,6 @@ pipeline_ips, train_ips, infer_ips, train_flops_ratio, infer_flops_ratio,
 peak_rss_mb and a few more keys.
 """
 import argparse
-import ctypes
-import ctypes.util
 import json
 import math
 import os
@@ -49,7 +47,7 @@ GENERATED_IMAGES = 24
 LEARNING_RATE = 1e-4
 KEEP_PROB = 0.5
 # Untimed steps first: the first ones create oneDNN's primitives, and until
-# the third training step the heap still grows (page faults; see tune_malloc).
+# the third training step the heap still grows (page faults; see main.tune_malloc).
 TRAIN_WARMUP_STEPS = 3
 INFER_WARMUP_STEPS = 2
 MATMUL_REPEATS = 4
@@ -64,32 +62,6 @@ BAR_MAX_RSS_MB = 6000
 
 
 # --------------------------------------------------------------------------- process settings
-
-def tune_malloc():
-    """Keep freed memory in the process instead of handing it back to the kernel.
-
-    At every step oneDNN converts each convolution kernel to its blocked
-    layout in a fresh buffer: fc6's 411 MB kernel three times per training
-    step (forward, input gradient, kernel gradient back to TensorFlow's
-    layout), fc7's 67 MB likewise. glibc serves blocks that large with mmap
-    and unmaps them on free, so every step faults the pages in again (350,000
-    page faults per training step at 160x576, batch 2). With one arena, no
-    mmap and no trimming the buffers are reused from the heap: on the 2-core
-    development VM a training step went from 2.44 to 2.16 s and an inference
-    step from 0.71 to 0.59 s, for about 0.6 GB more peak memory. Call it
-    before the first Session starts TensorFlow's threads. Returns whether it
-    applied (glibc only).
-    """
-    libc_name = ctypes.util.find_library('c')
-    if not libc_name or 'musl' in libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name)
-    if not hasattr(libc, 'mallopt'):
-        return False
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-    return all([libc.mallopt(m_arena_max, 1), libc.mallopt(m_mmap_max, 0),
-                libc.mallopt(m_trim_threshold, 2 ** 31 - 1)])
-
 
 class OtherCpuLoad:
     """Share of the machine's CPU time taken by other processes (and the hypervisor) while the block runs.
@@ -290,7 +262,7 @@ def write_random_vgg_apart(export_dir, width):
     """Write the random VGG16 in a child process, so the peak memory is that of training from a model on disk.
 
     Writing the full-width model in this process would leave about 0.75 GB
-    of freed heap here (tune_malloc keeps it), which training at 160x576,
+    of freed heap here (main.tune_malloc keeps it), which training at 160x576,
     batch 2 does not reuse.
     """
     subprocess.run([sys.executable, vgg_builder.__file__, 'random', export_dir, '--width', str(width)],
@@ -313,7 +285,7 @@ def progress(message):
 
 def run_bench(args):
     """Measure everything; returns the results as a flat dict (the JSON object)."""
-    results = {'malloc_tuned': False if args.plain_malloc else tune_malloc()}
+    results = {'malloc_tuned': False if args.plain_malloc else fcn8.tune_malloc()}
     with OtherCpuLoad() as load, tempfile.TemporaryDirectory(prefix='fcn8-bench-') as scratch:
         progress('numpy float32 matmul %d^3' % args.matmul_size)
         matmul_flops = matmul_flops_per_second(args.matmul_size)
@@ -407,7 +379,7 @@ def parse_args(argv):
                         help='time training and inference for at least this long each, the pipelines for a fifth '
                              'of it (default: %(default)s)')
     parser.add_argument('--plain-malloc', action='store_true',
-                        help="leave glibc's malloc settings alone (to see what tune_malloc brings)")
+                        help="leave glibc's malloc settings alone (to see what main.tune_malloc brings)")
     for hidden, kind, default in (('--width', float, 1.0), ('--matmul-size', int, 4096), ('--images', int, GENERATED_IMAGES)):
         parser.add_argument(hidden, type=kind, default=default, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -886,6 +886,47 @@ def test_infer_command_writes_overlays_and_masks_and_reports_bad_inputs():
     assert 'no images found' in str(code)
 
 
+def _environment_without_frozen_weights():
+    return {key: value for key, value in os.environ.items() if key != main.FROZEN_WEIGHTS_SWITCH}
+
+
+def test_infer_in_its_own_process_caches_kernels_and_predicts_as_without():
+    # python main.py infer switches on oneDNN's kernel caching (TF reads it once per process): its masks must
+    # equal those of an ExportedModel in this process, which trains too and so never caches.
+    run = small_trained_run()
+    inputs, out = scratch_dir('cached-in'), scratch_dir('cached-out')
+    scene = sorted(glob.glob(os.path.join(small_dataset(), 'testing', 'image_2', '*.png')))[0]
+    shutil.copy(scene, os.path.join(inputs, 'scene.png'))
+    finished = subprocess.run([sys.executable, os.path.join(HERE, 'main.py'), 'infer', '--model', run.path, inputs,
+                               '--out', out, '--masks'], capture_output=True, text=True, timeout=300,
+                              env=_environment_without_frozen_weights())
+    assert finished.returncode == 0 and '1 overlays' in finished.stdout, finished.stderr[-2000:]
+    exported = helper.ExportedModel(os.path.join(run.path, 'export'))
+    try:
+        road = exported([helper.read_rgb(os.path.join(inputs, 'scene.png'))])[0][..., exported.road_class]
+    finally:
+        exported.close()
+    mask = iio.imread(os.path.join(out, 'scene_road.png')).astype(int)
+    assert mask.shape == road.shape and np.abs(mask - np.rint(road * 255)).max() <= 1
+
+
+def test_training_refuses_a_process_that_assumes_frozen_weights():
+    # In this process: train_nn checks before its first step.
+    os.environ[main.FROZEN_WEIGHTS_SWITCH] = '1'
+    try:
+        expect_error(main.ProcessSettingError, main.train_nn, None, 1, 1, None, None, None, None, None, None, None,
+                     contains=(main.FROZEN_WEIGHTS_SWITCH, 'Unset it'))
+    finally:
+        del os.environ[main.FROZEN_WEIGHTS_SWITCH]
+    # As a program: main.py stops before loading anything, with the reason.
+    environment = dict(_environment_without_frozen_weights(), **{main.FROZEN_WEIGHTS_SWITCH: 'true'})
+    finished = subprocess.run([sys.executable, os.path.join(HERE, 'main.py'), 'demo', '--data-dir',
+                               scratch_dir('frozen-demo')], capture_output=True, text=True, timeout=120,
+                              env=environment)
+    assert finished.returncode != 0 and main.FROZEN_WEIGHTS_SWITCH in finished.stderr, finished.stderr[-2000:]
+    assert os.listdir(scratch_dir('frozen-demo')) == []
+
+
 # --------------------------------------------------------------------------- CamVid
 
 SHARED_CAMVID = os.path.join(HERE, '..', 'shared', 'data', 'camvid')
