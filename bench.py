@@ -1,4 +1,4 @@
-"""Speed benchmark of the FCN-8 road segmenter, in one process, with no download.
+"""Speed benchmark of the FCN-8 road segmenter, with no download.
 
     python bench.py [--image-shape H W] [--batch-size B] [--data-dir D] [--json] [--mixed-precision]
 
@@ -10,12 +10,15 @@ It measures
     on the KITTI images under --data-dir, else on generated 1242x375 PNGs;
   * a training step (every layer trainable, Adam, feed_dict, as main.train_nn
     runs it) and an inference step (forward to the softmax) of the full-width
-    VGG16 FCN-8 (random weights, written to a temporary folder), after warm-up,
-    each timed for at least --min-seconds;
-  * numpy's float32 matrix product (n x n by n x n, best of a few), the yardstick
-    of the FLOP ratios;
+    VGG16 FCN-8 (random weights, written to a temporary folder by a child
+    process), after warm-up, each timed for at least --min-seconds;
+  * numpy's float32 matrix product (n x n by n x n, best of a few), the
+    yardstick of the FLOP ratios, and TensorFlow's own, a second one;
   * the model's FLOPs per image, counted from the graph (see count_flops), and
     the peak resident memory of the process.
+All of that in this one process. Then the same weights are exported and
+timed as `main.py infer` runs them, in a process of their own: only a
+process that never trains may let oneDNN keep its converted kernels.
 
 With --json the last line is one JSON object with pipeline_classic_ips,
 pipeline_ips, train_ips, infer_ips, train_flops_ratio, infer_flops_ratio,
@@ -54,6 +57,7 @@ MATMUL_REPEATS = 4
 MIN_TIMED_STEPS = 3
 PIPELINE_SHARE = 0.2  # each pipeline is timed for this share of --min-seconds
 BUSY_MACHINE_SHARE = 0.05
+SLOW_NUMPY_SHARE = 0.8  # below this share of TensorFlow's matmul rate, numpy's is called out
 FLOP_COUNTED_OPS = ('Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter', 'MatMul')
 # The issue's bars, for a float32 full-width model at 160x576, batch 2, on the 2-core development machine.
 BAR_SETTINGS = {'image_shape': [160, 576], 'batch_size': 2, 'vgg_width': 1.0, 'precision': 'float32'}
@@ -90,10 +94,23 @@ class OtherCpuLoad:
             return None
         times = os.times()
         idle = jiffies[3] + jiffies[4]
-        return sum(jiffies), sum(jiffies) - idle, (times.user + times.system) * os.sysconf('SC_CLK_TCK')
+        mine = times.user + times.system + times.children_user + times.children_system  # children: the bench's own
+        return sum(jiffies), sum(jiffies) - idle, mine * os.sysconf('SC_CLK_TCK')
 
 
 def peak_rss_mb():
+    """This process's peak resident memory in MB.
+
+    /proc's VmHWM where it exists: getrusage's ru_maxrss survives exec on
+    Linux, so a child started by a 5 GB parent would report the parent's peak.
+    """
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -160,18 +177,40 @@ def count_flops(sess, fetches, feed_dict):
     return sum(_op_flops(op, values) for op, values in zip(ops, operands))
 
 
+def _best_seconds(run, repeats):
+    """The shortest wall time of `repeats` calls of `run`, after one untimed call."""
+    run()
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def matmul_flops_per_second(size=4096, repeats=MATMUL_REPEATS):
     """Best float32 FLOP/s of numpy's size x size by size x size product (2*size^3 FLOPs each)."""
     rng = np.random.default_rng(0)
     a, b = (rng.random((size, size), dtype=np.float32) for _ in range(2))
     out = np.empty_like(a)
-    np.matmul(a, b, out=out)  # warm-up: threads, pages of `out`
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size ** 3 / best
+    return 2 * size ** 3 / _best_seconds(lambda: np.matmul(a, b, out=out), repeats)
+
+
+def onednn_matmul_flops_per_second(size=4096, repeats=MATMUL_REPEATS):
+    """The same product as TensorFlow's own MatMul (oneDNN) in a Session: the second yardstick.
+
+    numpy's BLAS does not always use a CPU's widest vector units: OpenBLAS
+    0.3.31 takes its AVX2 kernel on the AMD Zen 5 development VM (250 GFLOP/s,
+    against 490 with its AVX-512 kernel forced), so ratios to numpy alone
+    would overstate how close the model comes to the machine's rate.
+    """
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+        # Variables, not constants: grappler would fold a product of constants before the timing.
+        a, b = (tf.Variable(tf.random.uniform((size, size), seed=seed)) for seed in (1, 2))
+        sess.run(tf.global_variables_initializer())
+        # Fetching one element keeps the 64 MB result's copy out of the timing; the product still runs whole.
+        corner = tf.matmul(a, b)[0, 0]
+        return 2 * size ** 3 / _best_seconds(lambda: sess.run(corner), repeats)
 
 
 # --------------------------------------------------------------------------- data pipelines
@@ -228,8 +267,11 @@ def seconds_per_step(step, warmup_steps, min_seconds):
     return (time.perf_counter() - started) / steps
 
 
-def measure_model(vgg_path, batches, min_seconds, xla=False, mixed_precision=False):
-    """FLOPs per step and seconds per step of training and of inference, on `batches`."""
+def measure_model(vgg_path, batches, min_seconds, checkpoint_prefix, xla=False, mixed_precision=False):
+    """FLOPs per step and seconds per step of training and of inference, on `batches`.
+
+    The weights are then saved at `checkpoint_prefix`, for time_exported_model.
+    """
     graph = tf.Graph()
     config = fcn8.session_config(xla=xla, mixed_precision=mixed_precision)
     with graph.as_default(), tf.Session(graph=graph, config=config) as sess:
@@ -253,7 +295,49 @@ def measure_model(vgg_path, batches, min_seconds, xla=False, mixed_precision=Fal
         # Only the train_op is fetched: nothing but the weights changes.
         train_step_s = seconds_per_step(lambda: sess.run(model.train_op, train_feed()), TRAIN_WARMUP_STEPS,
                                         min_seconds)
+        tf.train.Saver(tf.trainable_variables()).save(sess, checkpoint_prefix, write_meta_graph=False)
     return flops, train_step_s, infer_step_s
+
+
+def time_exported_model(checkpoint_prefix, vgg_path, export_dir, image_shape, batch_size, min_seconds):
+    """Seconds per batch of the exported model, run as main.py infer runs it; and this process's peak memory.
+
+    Exports the checkpoint (untimed), then times ExportedModel calls on
+    uint8 images of `image_shape`. main.py's evaluate and infer let oneDNN
+    keep each kernel in its own layout (main.cache_kernel_layouts), which
+    only a process that never trains may do: run this in a process of its
+    own (see measure_exported_model_apart).
+    """
+    fcn8.cache_kernel_layouts()
+    fcn8.export_inference_model(checkpoint_prefix, export_dir, vgg_path, image_shape, fcn8.AT_ONCE_SKIP_SCALES)
+    exported = helper.ExportedModel(export_dir)
+    images = list(np.random.default_rng(0).integers(0, 256, (batch_size,) + tuple(image_shape) + (3,), np.uint8))
+    try:
+        step_s = seconds_per_step(lambda: exported(images), INFER_WARMUP_STEPS, min_seconds)
+    finally:
+        exported.close()
+    return step_s, peak_rss_mb()
+
+
+EXPORTED_MODEL_COMMAND = '_time-exported-model'
+
+
+def measure_exported_model_apart(checkpoint_prefix, vgg_path, scratch, image_shape, batch_size, min_seconds):
+    """time_exported_model in a child process: (seconds per batch, the child's peak memory in MB)."""
+    command = [sys.executable, os.path.abspath(__file__), EXPORTED_MODEL_COMMAND, checkpoint_prefix, vgg_path,
+               os.path.join(scratch, 'export'), str(image_shape[0]), str(image_shape[1]), str(batch_size),
+               str(min_seconds)]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode:
+        raise RuntimeError('timing the exported model failed:\n%s' % finished.stderr[-3000:])
+    step_s, child_peak_mb = json.loads(finished.stdout.strip().splitlines()[-1])
+    return step_s, child_peak_mb
+
+
+def _exported_model_command(argv):
+    checkpoint_prefix, vgg_path, export_dir, height, width, batch_size, min_seconds = argv
+    print(json.dumps(time_exported_model(checkpoint_prefix, vgg_path, export_dir, (int(height), int(width)),
+                                         int(batch_size), float(min_seconds))))
 
 
 # --------------------------------------------------------------------------- the bench
@@ -287,8 +371,9 @@ def run_bench(args):
     """Measure everything; returns the results as a flat dict (the JSON object)."""
     results = {'malloc_tuned': False if args.plain_malloc else fcn8.tune_malloc()}
     with OtherCpuLoad() as load, tempfile.TemporaryDirectory(prefix='fcn8-bench-') as scratch:
-        progress('numpy float32 matmul %d^3' % args.matmul_size)
+        progress('float32 matmul %d^3, numpy and TensorFlow' % args.matmul_size)
         matmul_flops = matmul_flops_per_second(args.matmul_size)
+        onednn_matmul_flops = onednn_matmul_flops_per_second(args.matmul_size)
         training_folder = training_folder_for(args, scratch)
         progress('data pipelines on %s' % training_folder)
         classic_ips, project_ips, decode_seconds, get_batches_fn = measure_pipelines(
@@ -296,8 +381,13 @@ def run_bench(args):
         progress('writing a VGG16 of width %g with random weights' % args.width)
         vgg_path = write_random_vgg_apart(os.path.join(scratch, 'vgg'), args.width)
         progress('training and inference, at least %gs each' % args.min_seconds)
+        checkpoint_prefix = os.path.join(scratch, 'checkpoint', 'weights')
         flops, train_step_s, infer_step_s = measure_model(
-            vgg_path, full_batches(get_batches_fn, args.batch_size), args.min_seconds, args.xla, args.mixed_precision)
+            vgg_path, full_batches(get_batches_fn, args.batch_size), args.min_seconds, checkpoint_prefix, args.xla,
+            args.mixed_precision)
+        progress('the exported model as main.py infer runs it, in a process of its own')
+        exported_step_s, exported_peak_mb = measure_exported_model_apart(
+            checkpoint_prefix, vgg_path, scratch, args.image_shape, args.batch_size, args.min_seconds)
     train_ips, infer_ips = args.batch_size / train_step_s, args.batch_size / infer_step_s
     results.update(
         pipeline_classic_ips=classic_ips, pipeline_ips=project_ips, pipeline_speedup=project_ips / classic_ips,
@@ -305,9 +395,17 @@ def run_bench(args):
         train_ips=train_ips, infer_ips=infer_ips, train_step_s=train_step_s, infer_step_s=infer_step_s,
         forward_gflop_per_image=flops['forward'] / args.batch_size / 1e9,
         train_gflop_per_image=flops['train'] / args.batch_size / 1e9, matmul_gflops=matmul_flops / 1e9,
+        onednn_matmul_gflops=onednn_matmul_flops / 1e9,
         train_gflops=flops['train'] / train_step_s / 1e9, infer_gflops=flops['forward'] / infer_step_s / 1e9,
         train_flops_ratio=flops['train'] / train_step_s / matmul_flops,
         infer_flops_ratio=flops['forward'] / infer_step_s / matmul_flops,
+        train_flops_ratio_onednn=flops['train'] / train_step_s / onednn_matmul_flops,
+        infer_flops_ratio_onednn=flops['forward'] / infer_step_s / onednn_matmul_flops,
+        exported_ips=args.batch_size / exported_step_s, exported_step_s=exported_step_s,
+        exported_gflops=flops['forward'] / exported_step_s / 1e9,
+        exported_flops_ratio=flops['forward'] / exported_step_s / matmul_flops,
+        exported_flops_ratio_onednn=flops['forward'] / exported_step_s / onednn_matmul_flops,
+        exported_peak_rss_mb=exported_peak_mb,
         peak_rss_mb=peak_rss_mb(), other_cpu_load=load.share,
         precision='bfloat16 mixed' if args.mixed_precision else 'float32', xla=args.xla,
         image_shape=list(args.image_shape), batch_size=args.batch_size, vgg_width=args.width,
@@ -325,9 +423,11 @@ def missed_bars(results):
 
 
 def _model_row(what, results, kind):
-    """A table row for 'train' or 'infer'."""
-    return (what, '%.2f images/s' % results[kind + '_ips'], '%.3gs/step, %.3g GFLOP/s = %.2f x numpy matmul' % (
-        results[kind + '_step_s'], results[kind + '_gflops'], results[kind + '_flops_ratio']))
+    """A table row for 'train', 'infer' or 'exported'."""
+    return (what, '%.2f images/s' % results[kind + '_ips'],
+            '%.3gs/step, %.3g GFLOP/s = %.2f x numpy matmul, %.2f x TensorFlow matmul' % (
+                results[kind + '_step_s'], results[kind + '_gflops'], results[kind + '_flops_ratio'],
+                results[kind + '_flops_ratio_onednn']))
 
 
 def format_table(results):
@@ -340,11 +440,15 @@ def format_table(results):
          '%.0fx classic; one-off decode %.2fs' % (results['pipeline_speedup'], results['decode_once_s'])),
         _model_row('training step (all layers, Adam)', results, 'train'),
         _model_row('inference (forward to softmax)', results, 'infer'),
+        _model_row('exported model, as main.py infer runs it', results, 'exported'),
         ('numpy float32 matmul', '%.0f GFLOP/s' % results['matmul_gflops'], 'best of %d' % MATMUL_REPEATS),
+        ('TensorFlow (oneDNN) float32 matmul', '%.0f GFLOP/s' % results['onednn_matmul_gflops'],
+         'best of %d' % MATMUL_REPEATS),
         ('model FLOPs per image', '%.3g GFLOP forward' % forward,
          '%.3g GFLOP per training step (%.2f x forward)' % (train, train / forward)),
         ('peak resident memory', '%.0f MB' % results['peak_rss_mb'],
-         'malloc tuned' if results['malloc_tuned'] else 'plain malloc'),
+         '%s; the exported model\'s process: %.0f MB' % ('malloc tuned' if results['malloc_tuned'] else 'plain malloc',
+                                                        results['exported_peak_rss_mb'])),
     ]
     title = 'FCN-8 bench: VGG16 width %g, %dx%d, batch %d, %s%s, data: %s' % (
         results['vgg_width'], *results['image_shape'], results['batch_size'], results['precision'],
@@ -354,6 +458,10 @@ def format_table(results):
     if results['other_cpu_load'] is not None and results['other_cpu_load'] > BUSY_MACHINE_SHARE:
         lines.append('  WARNING: other processes took %.0f%% of the CPU during the bench; the figures are low.'
                      % (100 * results['other_cpu_load']))
+    if results['matmul_gflops'] < SLOW_NUMPY_SHARE * results['onednn_matmul_gflops']:
+        lines.append("  NOTE: numpy's BLAS reaches only %.0f%% of TensorFlow's matmul on this CPU; the ratios to "
+                     "TensorFlow's are the truer ones." % (100 * results['matmul_gflops'] /
+                                                          results['onednn_matmul_gflops']))
     if results['bars_missed'] is None:
         lines.append("  (the issue's bars are for float32, full width, 160x576, batch 2: not checked)")
     else:
@@ -408,7 +516,10 @@ def validate(args):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [EXPORTED_MODEL_COMMAND]:
+        return _exported_model_command(argv[1:])
+    args = parse_args(argv)
     results = run_bench(args)
     print('\n'.join(format_table(results)))
     if args.json:

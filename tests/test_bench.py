@@ -130,8 +130,10 @@ def test_json_is_the_last_line_and_holds_every_figure():
     assert finished.returncode == 0, finished.stderr[-3000:]
     lines = finished.stdout.strip().splitlines()
     results = json.loads(lines[-1])
-    for key in REQUIRED_JSON_KEYS:
+    for key in REQUIRED_JSON_KEYS + ('exported_ips', 'exported_flops_ratio', 'exported_peak_rss_mb',
+                                     'onednn_matmul_gflops', 'train_flops_ratio_onednn'):
         assert isinstance(results[key], float) and math.isfinite(results[key]) and results[key] > 0, (key, results)
     assert math.isclose(results['train_gflop_per_image'], 3 * results['forward_gflop_per_image'], rel_tol=1e-9)
     assert results['bars_missed'] is None  # the bars are for the full model at 160x576, batch 2
     assert any(line.strip().startswith('training step') for line in lines[:-1])
+    assert any(line.strip().startswith('exported model, as main.py infer runs it') for line in lines[:-1])
