@@ -65,7 +65,7 @@ BARS = (('pipeline_ips', 1000), ('pipeline_speedup', 20), ('train_flops_ratio', 
 BAR_MAX_RSS_MB = 6000
 
 
-# --------------------------------------------------------------------------- process settings
+# --------------------------------------------------------------------------- the machine and the process
 
 class OtherCpuLoad:
     """Share of the machine's CPU time taken by other processes (and the hypervisor) while the block runs.
@@ -372,8 +372,7 @@ def run_bench(args):
     results = {'malloc_tuned': False if args.plain_malloc else fcn8.tune_malloc()}
     with OtherCpuLoad() as load, tempfile.TemporaryDirectory(prefix='fcn8-bench-') as scratch:
         progress('float32 matmul %d^3, numpy and TensorFlow' % args.matmul_size)
-        matmul_flops = matmul_flops_per_second(args.matmul_size)
-        onednn_matmul_flops = onednn_matmul_flops_per_second(args.matmul_size)
+        yardsticks = matmul_flops_per_second(args.matmul_size), onednn_matmul_flops_per_second(args.matmul_size)
         training_folder = training_folder_for(args, scratch)
         progress('data pipelines on %s' % training_folder)
         classic_ips, project_ips, decode_seconds, get_batches_fn = measure_pipelines(
@@ -388,30 +387,30 @@ def run_bench(args):
         progress('the exported model as main.py infer runs it, in a process of its own')
         exported_step_s, exported_peak_mb = measure_exported_model_apart(
             checkpoint_prefix, vgg_path, scratch, args.image_shape, args.batch_size, args.min_seconds)
-    train_ips, infer_ips = args.batch_size / train_step_s, args.batch_size / infer_step_s
     results.update(
         pipeline_classic_ips=classic_ips, pipeline_ips=project_ips, pipeline_speedup=project_ips / classic_ips,
         decode_once_s=decode_seconds, images=get_batches_fn.num_images,
-        train_ips=train_ips, infer_ips=infer_ips, train_step_s=train_step_s, infer_step_s=infer_step_s,
         forward_gflop_per_image=flops['forward'] / args.batch_size / 1e9,
-        train_gflop_per_image=flops['train'] / args.batch_size / 1e9, matmul_gflops=matmul_flops / 1e9,
-        onednn_matmul_gflops=onednn_matmul_flops / 1e9,
-        train_gflops=flops['train'] / train_step_s / 1e9, infer_gflops=flops['forward'] / infer_step_s / 1e9,
-        train_flops_ratio=flops['train'] / train_step_s / matmul_flops,
-        infer_flops_ratio=flops['forward'] / infer_step_s / matmul_flops,
-        train_flops_ratio_onednn=flops['train'] / train_step_s / onednn_matmul_flops,
-        infer_flops_ratio_onednn=flops['forward'] / infer_step_s / onednn_matmul_flops,
-        exported_ips=args.batch_size / exported_step_s, exported_step_s=exported_step_s,
-        exported_gflops=flops['forward'] / exported_step_s / 1e9,
-        exported_flops_ratio=flops['forward'] / exported_step_s / matmul_flops,
-        exported_flops_ratio_onednn=flops['forward'] / exported_step_s / onednn_matmul_flops,
-        exported_peak_rss_mb=exported_peak_mb,
-        peak_rss_mb=peak_rss_mb(), other_cpu_load=load.share,
+        train_gflop_per_image=flops['train'] / args.batch_size / 1e9,
+        matmul_gflops=yardsticks[0] / 1e9, onednn_matmul_gflops=yardsticks[1] / 1e9,
+        exported_peak_rss_mb=exported_peak_mb, peak_rss_mb=peak_rss_mb(), other_cpu_load=load.share,
         precision='bfloat16 mixed' if args.mixed_precision else 'float32', xla=args.xla,
         image_shape=list(args.image_shape), batch_size=args.batch_size, vgg_width=args.width,
         data=args.data_dir or 'generated')
+    for kind, step_flops, step_s in (('train', flops['train'], train_step_s),
+                                     ('infer', flops['forward'], infer_step_s),
+                                     ('exported', flops['forward'], exported_step_s)):
+        results.update(speed_figures(kind, step_flops, step_s, args.batch_size, yardsticks))
     results['bars_missed'] = missed_bars(results)
     return results
+
+
+def speed_figures(kind, step_flops, step_s, batch_size, yardsticks):
+    """<kind>_ips, _step_s, _gflops and the FLOP rate as a fraction of numpy's and of TensorFlow's matmul."""
+    numpy_flops, onednn_flops = yardsticks
+    return {kind + '_ips': batch_size / step_s, kind + '_step_s': step_s, kind + '_gflops': step_flops / step_s / 1e9,
+            kind + '_flops_ratio': step_flops / step_s / numpy_flops,
+            kind + '_flops_ratio_onednn': step_flops / step_s / onednn_flops}
 
 
 def missed_bars(results):
