@@ -439,7 +439,7 @@ def format_table(results):
          '%.0fx classic; one-off decode %.2fs' % (results['pipeline_speedup'], results['decode_once_s'])),
         _model_row('training step (all layers, Adam)', results, 'train'),
         _model_row('inference (forward to softmax)', results, 'infer'),
-        _model_row('exported model, as main.py infer runs it', results, 'exported'),
+        _model_row('exported model (float32), as main.py infer runs it', results, 'exported'),
         ('numpy float32 matmul', '%.0f GFLOP/s' % results['matmul_gflops'], 'best of %d' % MATMUL_REPEATS),
         ('TensorFlow (oneDNN) float32 matmul', '%.0f GFLOP/s' % results['onednn_matmul_gflops'],
          'best of %d' % MATMUL_REPEATS),

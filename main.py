@@ -71,14 +71,17 @@ def tune_malloc():
     At every step oneDNN converts each convolution kernel to its blocked
     layout in a fresh buffer: fc6's 411 MB kernel three times per training
     step (forward, input gradient, kernel gradient back to TensorFlow's
-    layout), fc7's 67 MB likewise. glibc serves blocks that large with mmap
+    layout), fc7's 67 MB likewise. oneDNN takes these from posix_memalign,
+    not from TensorFlow's allocator; glibc serves blocks that large with mmap
     and unmaps them on free, so every step faults the pages in again (350,000
     page faults per training step at 160x576, batch 2). With one arena, no
-    mmap and no trimming the buffers are reused from the heap. On the 2-core
-    development VMs a full-width training step went from 2.44 to 2.16 s
-    (Intel) and from 1.70 to 1.36 s (AMD), for 0.6-0.75 GB more peak memory.
-    Call it before the first Session starts TensorFlow's threads. Returns
-    whether it applied (glibc only).
+    mmap and no trimming the buffers are reused from the heap (the one arena
+    is what matters). On the 2-core development VMs a full-width training
+    step went from 2.44 to 2.16 s (Intel) and from 1.70 to 1.36 s (AMD). The
+    cost is memory: how the heap fragments varies, and the bench's peak went
+    from a steady 4.3 GB to 4.7-6.3 GB (median 5.3). Call it before the first
+    Session starts TensorFlow's threads. Returns whether it applied (glibc
+    only).
     """
     libc_name = ctypes.util.find_library('c')
     if not libc_name or 'musl' in libc_name:
@@ -568,8 +571,8 @@ def _add_training_flags(parser, defaults):
     parser.add_argument('--mixed-precision', action='store_true',
                         help='float16 (GPU, with loss scaling) or bfloat16 (CPU) compute, float32 weights')
     parser.add_argument('--plain-malloc', action='store_true',
-                        help="leave glibc's malloc settings alone: about 0.75 GB less peak memory for the "
-                             "full-width model, 20%% slower steps on a CPU (see tune_malloc)")
+                        help="leave glibc's malloc settings alone: 0.4-2 GB less peak memory for the full-width "
+                             "model, 20-30%% slower steps on a CPU (see tune_malloc)")
 
 
 DEFAULT_VAL_FRACTION = 1 / 6

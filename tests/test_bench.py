@@ -136,4 +136,4 @@ def test_json_is_the_last_line_and_holds_every_figure():
     assert math.isclose(results['train_gflop_per_image'], 3 * results['forward_gflop_per_image'], rel_tol=1e-9)
     assert results['bars_missed'] is None  # the bars are for the full model at 160x576, batch 2
     assert any(line.strip().startswith('training step') for line in lines[:-1])
-    assert any(line.strip().startswith('exported model, as main.py infer runs it') for line in lines[:-1])
+    assert any(line.strip().startswith('exported model (float32), as main.py infer runs it') for line in lines[:-1])
