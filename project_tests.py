@@ -169,8 +169,11 @@ def test_layers(layers=main.layers):
         kernels = [v for v in tf.trainable_variables() if v.op.name.endswith('kernel')]
         assert len(kernels) == 6 and len(tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)) == 6
         for kernel in kernels:
-            expected = main.UPSAMPLE_INIT_STDDEV if kernel.shape[0] > 1 else main.SCORE_INIT_STDDEV
-            assert 0.5 * expected < sess.run(tf.math.reduce_std(kernel)) < expected, kernel.name
+            # Truncated at 2 stddevs, whose std is 0.88 x stddev; the smallest kernel has 48 values, so the
+            # bounds sit more than 4 standard errors from 0.88.
+            stddev = main.UPSAMPLE_INIT_STDDEV if kernel.shape[0] > 1 else main.SCORE_INIT_STDDEV
+            values = sess.run(kernel)
+            assert 0.5 * stddev < values.std() < 1.25 * stddev and np.abs(values).max() <= 2 * stddev, kernel.name
 
 
 def test_layers_static_shape_matches_a_real_vgg(layers=main.layers):
