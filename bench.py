@@ -289,6 +289,8 @@ def measure_model(vgg_path, batches, min_seconds, checkpoint_prefix, xla=False, 
         # The counting runs also create the oneDNN primitives (the slow first steps).
         flops = {'forward': count_flops(sess, [probabilities], infer_feed()),
                  'train': count_flops(sess, [model.train_op], train_feed())}
+        sess.run(model.train_op, train_feed())
+        fcn8.settle_malloc()  # as train_nn does after its first step
         # Inference first: its buffers are a subset of training's, which then reuses them.
         infer_step_s = seconds_per_step(lambda: sess.run(probabilities, infer_feed()), INFER_WARMUP_STEPS,
                                         min_seconds)

@@ -65,8 +65,20 @@ class ProcessSettingError(RuntimeError):
     """The process is set up in a way that would make training wrong."""
 
 
+def _glibc():
+    """glibc as a ctypes library, or None (musl, other platforms)."""
+    libc_name = ctypes.util.find_library('c')
+    if not libc_name or 'musl' in libc_name:
+        return None
+    libc = ctypes.CDLL(libc_name)
+    return libc if hasattr(libc, 'mallopt') else None
+
+
+_MALLOC_TUNING = {'started': False, 'settled': False}
+
+
 def tune_malloc():
-    """Keep freed memory in the process instead of handing it back to the kernel.
+    """Keep oneDNN's big per-step buffers in the process instead of handing them back to the kernel (phase 1).
 
     At every step oneDNN converts each convolution kernel to its blocked
     layout in a fresh buffer: fc6's 411 MB kernel three times per training
@@ -74,24 +86,34 @@ def tune_malloc():
     layout), fc7's 67 MB likewise. oneDNN takes these from posix_memalign,
     not from TensorFlow's allocator; glibc serves blocks that large with mmap
     and unmaps them on free, so every step faults the pages in again (350,000
-    page faults per training step at 160x576, batch 2). With one arena, no
-    mmap and no trimming the buffers are reused from the heap (the one arena
-    is what matters). On the 2-core development VMs a full-width training
-    step went from 2.44 to 2.16 s (Intel) and from 1.70 to 1.36 s (AMD). The
-    cost is memory: how the heap fragments varies, and the bench's peak went
-    from a steady 4.3 GB to 4.7-6.3 GB (median 5.3). Call it before the first
-    Session starts TensorFlow's threads. Returns whether it applied (glibc
-    only).
+    page faults per training step at 160x576, batch 2). Reused from the heap
+    instead, a full-width training step on the 2-core development VMs went
+    from 2.44 to 2.16 s (Intel) and from 1.70 to about 1.4 s (AMD).
+
+    Two phases. Here, before the first Session starts TensorFlow's threads:
+    one arena, so that every thread's big blocks land in the same heap.
+    After the first training step, settle_malloc: no more mmap, no trimming.
+    In between, TensorFlow's own allocator grows the pools it keeps for
+    good; made with mmap, they stay out of the heap where oneDNN's buffers
+    come and go, which fragments far less. Switching everything at once
+    here gave peaks of 4.7-6.3 GB in the bench; two phases, see README.
+    Returns whether it applied (glibc only).
     """
-    libc_name = ctypes.util.find_library('c')
-    if not libc_name or 'musl' in libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name)
-    if not hasattr(libc, 'mallopt'):
-        return False
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-    return all([libc.mallopt(m_arena_max, 1), libc.mallopt(m_mmap_max, 0),
-                libc.mallopt(m_trim_threshold, 2 ** 31 - 1)])
+    libc = _glibc()
+    m_arena_max = -8
+    _MALLOC_TUNING['started'] = bool(libc) and libc.mallopt(m_arena_max, 1) == 1
+    return _MALLOC_TUNING['started']
+
+
+def settle_malloc():
+    """Phase 2 of tune_malloc, once TensorFlow's pools have grown (after a first training step); else nothing."""
+    if not _MALLOC_TUNING['started'] or _MALLOC_TUNING['settled']:
+        return
+    libc = _glibc()
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2 ** 31 - 1)
+    _MALLOC_TUNING['settled'] = True
 
 
 def cache_kernel_layouts():
@@ -262,6 +284,7 @@ def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_l
             _, loss = sess.run([train_op, cross_entropy_loss],
                                {input_image: images, correct_label: labels,
                                 keep_prob: keep_prob_value, learning_rate: learning_rate_value})
+            settle_malloc()
             if not np.isfinite(loss):
                 raise FloatingPointError('loss became %s in epoch %d; lower --learning-rate' % (loss, epoch))
             total, seen = total + loss * len(images), seen + len(images)
