@@ -95,8 +95,8 @@ def tune_malloc():
     After the first training step, settle_malloc: no more mmap, no trimming.
     In between, TensorFlow's own allocator grows the pools it keeps for
     good; made with mmap, they stay out of the heap where oneDNN's buffers
-    come and go, which fragments far less. Switching everything at once
-    here gave peaks of 4.7-6.3 GB in the bench; two phases, see README.
+    come and go, which fragments far less: the bench's peak was 4.35-4.92 GB
+    over eight runs, against 4.7-6.3 GB with everything switched here.
     Returns whether it applied (glibc only).
     """
     libc = _glibc()
@@ -594,8 +594,8 @@ def _add_training_flags(parser, defaults):
     parser.add_argument('--mixed-precision', action='store_true',
                         help='float16 (GPU, with loss scaling) or bfloat16 (CPU) compute, float32 weights')
     parser.add_argument('--plain-malloc', action='store_true',
-                        help="leave glibc's malloc settings alone: 0.4-2 GB less peak memory for the full-width "
-                             "model, 20-30%% slower steps on a CPU (see tune_malloc)")
+                        help="leave glibc's malloc settings alone: about 0.4 GB less peak memory for the "
+                             "full-width model, 20-30%% slower steps on a CPU (see tune_malloc)")
 
 
 DEFAULT_VAL_FRACTION = 1 / 6

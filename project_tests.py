@@ -913,6 +913,49 @@ def test_infer_in_its_own_process_caches_kernels_and_predicts_as_without():
     assert mask.shape == road.shape and np.abs(mask - np.rint(road * 255)).max() <= 1
 
 
+MALLOC_PHASES_SCRIPT = """
+import ctypes, ctypes.util, json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import main
+from main import tf
+
+libc = ctypes.CDLL(ctypes.util.find_library('c'))
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks',
+                                                     'fsmblks', 'uordblks', 'fordblks', 'keepcost')]
+libc.mallinfo2.restype = Mallinfo2
+
+def big_block_is_mmapped():
+    before = libc.mallinfo2().hblks
+    block = np.ones(16 * 2 ** 20)  # 128 MB, far above glibc's mmap threshold
+    return libc.mallinfo2().hblks > before
+
+tuned = main.tune_malloc()
+mmapped_before = big_block_is_mmapped()
+x = tf.Variable(3.0)
+loss = tf.square(x)
+train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+image, label, keep_prob, learning_rate = (tf.placeholder(tf.float32) for _ in range(4))
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    main.train_nn(sess, 1, 1, lambda batch_size: iter([([0.0], [0.0])]), train_op, loss, image, label,
+                  keep_prob, learning_rate)
+print(json.dumps([tuned, mmapped_before, big_block_is_mmapped()]))
+"""
+
+
+def test_malloc_tuning_keeps_big_blocks_in_the_heap_after_the_first_training_step():
+    finished = subprocess.run([sys.executable, '-c', MALLOC_PHASES_SCRIPT, HERE], capture_output=True, text=True,
+                              timeout=120, env=_environment_without_frozen_weights())
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    tuned, mmapped_before, mmapped_after = json.loads(finished.stdout.strip().splitlines()[-1])
+    if not tuned:
+        raise unittest.SkipTest('not glibc: tune_malloc does nothing here')
+    # Phase 1 leaves big blocks to mmap (TensorFlow's pools grow there); train_nn's first step ends that.
+    assert mmapped_before and not mmapped_after
+
+
 def test_training_refuses_a_process_that_assumes_frozen_weights():
     # In this process: train_nn checks before its first step.
     os.environ[main.FROZEN_WEIGHTS_SWITCH] = '1'
