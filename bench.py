@@ -347,9 +347,10 @@ def _exported_model_command(argv):
 def write_random_vgg_apart(export_dir, width):
     """Write the random VGG16 in a child process, so the peak memory is that of training from a model on disk.
 
-    Writing the full-width model in this process would leave about 0.75 GB
-    of freed heap here (main.tune_malloc keeps it), which training at 160x576,
-    batch 2 does not reuse.
+    As in `main.py train`, this process then only loads it. (With an earlier
+    tune_malloc that switched everything at start, writing the full-width
+    model here left 0.75 GB of freed heap that training did not reuse; not
+    re-measured with the two-phase tuning.)
     """
     subprocess.run([sys.executable, vgg_builder.__file__, 'random', export_dir, '--width', str(width)],
                    check=True, stdout=subprocess.DEVNULL)
