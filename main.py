@@ -438,6 +438,8 @@ def fit(run, config, resume=False):
     model = build_fcn8(sess, config['vgg_path'], num_classes, tuple(config['skip_scales']),
                        config['freeze_encoder'], config['mixed_precision'])
     state = {'epoch': 0, 'best_maxf': -1.0}
+    if resume:
+        run.discard_unfinished_saves()
     saved = run.checkpoint_state('last') if resume else None
     if saved:
         tf.train.Saver(tf.global_variables()).restore(sess, run.checkpoint_prefix('last'))

@@ -786,6 +786,27 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly():
     assert run.checkpoint_state('last')['epoch'] >= 1
 
 
+def test_resume_discards_what_killed_saves_left_and_keeps_complete_checkpoints():
+    run = run_folder.RunFolder(scratch_dir('killed-saves'))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        weight = tf.Variable(7.0, name='weight')
+        sess.run(weight.initializer)
+        saver = tf.train.Saver([weight])
+        run.save_checkpoint(sess, saver, 'last', {'epoch': 2, 'best_maxf': 0.5})
+        run.save_checkpoint(sess, saver, 'best', {'epoch': 1, 'best_maxf': 0.5})
+    parent = os.path.join(run.path, 'checkpoints')
+    # Killed while writing: a staging folder with part of a checkpoint. Killed between the two renames of
+    # best: only its retired copy is left.
+    os.makedirs(os.path.join(parent, '.last-killed'))
+    with open(os.path.join(parent, '.last-killed', 'model.ckpt.index'), 'wb') as partial:
+        partial.write(b'half')
+    os.rename(run.checkpoint_dir('best'), os.path.join(parent, '.retired-best'))
+    run.discard_unfinished_saves()
+    assert sorted(os.listdir(parent)) == ['best', 'last']
+    assert run.checkpoint_state('last')['epoch'] == 2 and run.checkpoint_state('best')['epoch'] == 1
+    assert dict(tf.train.list_variables(run.checkpoint_prefix('best'))) == {'weight': []}
+
+
 def test_a_non_finite_loss_keeps_the_last_good_checkpoint():
     run = run_folder.RunFolder(scratch_dir('nan'))
     pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))

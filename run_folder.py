@@ -108,6 +108,22 @@ class RunFolder:
         with open(path) as f:
             return json.load(f)
 
+    def discard_unfinished_saves(self):
+        """Remove what saves killed part-way left in checkpoints/ (staging folders, retired copies).
+
+        Only for the process that is about to train in this run: a live
+        training's staging folder looks the same. A retired copy that is the
+        only complete one is put back first (see checkpoint_state).
+        """
+        parent = os.path.join(self.path, 'checkpoints')
+        if not os.path.isdir(parent):
+            return
+        for name in ('last', 'best'):
+            self.checkpoint_state(name)
+        for entry in os.listdir(parent):
+            if entry.startswith('.'):
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
     # ----------------------------------------------------------------- metrics
 
     def read_metrics(self):
