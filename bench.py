@@ -8,7 +8,7 @@ It measures
     gen_batch_function did) and this project's helper.gen_batch_function
     (decoded once, then batches from memory; its one-off decode is shown apart);
     on the KITTI images under --data-dir, else on generated 1242x375 PNGs;
-  * a training step (every layer trainable, Adam, feed_dict, as main.train_nn
+  * a training step (every layer trainable, Adam, feed_dict, as training.train_nn
     runs it) and an inference step (forward to the softmax) of the full-width
     VGG16 FCN-8 (random weights, written to a temporary folder by a child
     process), after warm-up, each timed for at least --min-seconds;
@@ -34,15 +34,20 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import helper  # noqa: E402
-import main as fcn8  # noqa: E402  (bench.main is this file's entry point)
-import roadgen  # noqa: E402
-import vgg_builder  # noqa: E402
-from main import tf  # noqa: E402
+import batches
+import datasets
+import helper
+import inference
+import model as fcn8
+import process_tuning
+import roadgen
+import training
+import vgg_builder
+from config import ModelInfo
+from errors import DatasetError
+from tfv1 import tf
 
 KITTI_IMAGE_SHAPE = (375, 1242)
 GENERATED_IMAGES = 24
@@ -50,7 +55,7 @@ GENERATED_IMAGES = 24
 LEARNING_RATE = 1e-4
 KEEP_PROB = 0.5
 # Untimed steps first: the first ones create oneDNN's primitives, and until
-# the third training step the heap still grows (page faults; see main.tune_malloc).
+# the third training step the heap still grows (page faults; see process_tuning.tune_malloc).
 TRAIN_WARMUP_STEPS = 3
 INFER_WARMUP_STEPS = 2
 MATMUL_REPEATS = 4
@@ -219,7 +224,7 @@ def classic_batches(pairs, image_shape, batch_size, rng):
     """One epoch the classic way: every image and label read and resized again for each batch."""
     order = rng.permutation(len(pairs))
     for start in range(0, len(order), batch_size):
-        loaded = [helper.load_training_pair(*pairs[i], image_shape) for i in order[start:start + batch_size]]
+        loaded = [batches.load_training_pair(*pairs[i], image_shape) for i in order[start:start + batch_size]]
         yield np.stack([image for image, _ in loaded]), np.stack([label for _, label in loaded])
 
 
@@ -233,7 +238,7 @@ def epochs_per_second(run_epoch, min_seconds):
 
 def measure_pipelines(training_folder, image_shape, batch_size, min_seconds):
     """(classic images/s, this project's images/s, its one-off decode in s, get_batches_fn)."""
-    pairs = helper.kitti_road_pairs(training_folder)
+    pairs = datasets.kitti_road_pairs(training_folder)
     rng = np.random.default_rng(0)
     classic_ips = epochs_per_second(lambda: classic_batches(pairs, image_shape, batch_size, rng), min_seconds)
     started = time.perf_counter()
@@ -273,7 +278,7 @@ def measure_model(vgg_path, batches, min_seconds, checkpoint_prefix, xla=False, 
     The weights are then saved at `checkpoint_prefix`, for time_exported_model.
     """
     graph = tf.Graph()
-    config = fcn8.session_config(xla=xla, mixed_precision=mixed_precision)
+    config = training.session_config(xla=xla, mixed_precision=mixed_precision)
     with graph.as_default(), tf.Session(graph=graph, config=config) as sess:
         model = fcn8.build_fcn8(sess, vgg_path, fcn8.NUM_CLASSES, mixed_precision=mixed_precision)
         probabilities = tf.nn.softmax(model.output)
@@ -290,7 +295,7 @@ def measure_model(vgg_path, batches, min_seconds, checkpoint_prefix, xla=False, 
         flops = {'forward': count_flops(sess, [probabilities], infer_feed()),
                  'train': count_flops(sess, [model.train_op], train_feed())}
         sess.run(model.train_op, train_feed())
-        fcn8.settle_malloc()  # as train_nn does after its first step
+        process_tuning.settle_malloc()  # as train_nn does after its first step
         # Inference first: its buffers are a subset of training's, which then reuses them.
         infer_step_s = seconds_per_step(lambda: sess.run(probabilities, infer_feed()), INFER_WARMUP_STEPS,
                                         min_seconds)
@@ -306,13 +311,14 @@ def time_exported_model(checkpoint_prefix, vgg_path, export_dir, image_shape, ba
 
     Exports the checkpoint (untimed), then times ExportedModel calls on
     uint8 images of `image_shape`. main.py's evaluate and infer let oneDNN
-    keep each kernel in its own layout (main.cache_kernel_layouts), which
+    keep each kernel in its own layout (process_tuning.cache_kernel_layouts), which
     only a process that never trains may do: run this in a process of its
     own (see measure_exported_model_apart).
     """
-    fcn8.cache_kernel_layouts()
-    fcn8.export_inference_model(checkpoint_prefix, export_dir, vgg_path, image_shape, fcn8.AT_ONCE_SKIP_SCALES)
-    exported = helper.ExportedModel(export_dir)
+    process_tuning.cache_kernel_layouts()
+    info = ModelInfo('kitti', 'road', datasets.ROAD_CLASSES, 1, tuple(image_shape))
+    inference.export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, fcn8.AT_ONCE_SKIP_SCALES)
+    exported = inference.ExportedModel(export_dir)
     images = list(np.random.default_rng(0).integers(0, 256, (batch_size,) + tuple(image_shape) + (3,), np.uint8))
     try:
         step_s = seconds_per_step(lambda: exported(images), INFER_WARMUP_STEPS, min_seconds)
@@ -372,7 +378,7 @@ def progress(message):
 
 def run_bench(args):
     """Measure everything; returns the results as a flat dict (the JSON object)."""
-    results = {'malloc_tuned': False if args.plain_malloc else fcn8.tune_malloc()}
+    results = {'malloc_tuned': False if args.plain_malloc else process_tuning.tune_malloc()}
     with OtherCpuLoad() as load, tempfile.TemporaryDirectory(prefix='fcn8-bench-') as scratch:
         progress('float32 matmul %d^3, numpy and TensorFlow' % args.matmul_size)
         yardsticks = matmul_flops_per_second(args.matmul_size), onednn_matmul_flops_per_second(args.matmul_size)
@@ -489,7 +495,7 @@ def parse_args(argv):
                         help='time training and inference for at least this long each, the pipelines for a fifth '
                              'of it (default: %(default)s)')
     parser.add_argument('--plain-malloc', action='store_true',
-                        help="leave glibc's malloc settings alone (to see what main.tune_malloc brings)")
+                        help="leave glibc's malloc settings alone (to see what process_tuning.tune_malloc brings)")
     for hidden, kind, default in (('--width', float, 1.0), ('--matmul-size', int, 4096), ('--images', int, GENERATED_IMAGES)):
         parser.add_argument(hidden, type=kind, default=default, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -511,8 +517,8 @@ def validate(args):
         problems.append('--min-seconds, --width, --matmul-size and --images must be positive')
     if args.data_dir:
         try:
-            helper.kitti_road_pairs(os.path.join(args.data_dir, 'data_road', 'training'))
-        except helper.DatasetError as error:
+            datasets.kitti_road_pairs(os.path.join(args.data_dir, 'data_road', 'training'))
+        except DatasetError as error:
             problems.append('--data-dir %s: %s' % (args.data_dir, str(error).splitlines()[0]))
     return problems
 

@@ -30,13 +30,23 @@ import zipfile
 import imageio.v3 as iio
 import numpy as np
 
+import batches
+import datasets
+import downloads
+import errors
+import evaluation
 import helper
+import images
+import inference
 import main
+import model
+import process_tuning
 import road_metrics
 import roadgen
 import run_folder
+import training
 import vgg_builder
-from main import tf
+from tfv1 import tf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_KITTI = os.path.join(HERE, '..', 'shared', 'data', 'kitti_road_sample', 'data_road')
@@ -77,8 +87,8 @@ def write_png(path, image):
 def kitti_label(height, width, road_rows):
     """A KITTI colour label: road in `road_rows`, not-road elsewhere, don't-care in the last row."""
     label = np.zeros((height, width, 3), np.uint8)
-    label[:] = helper.NOT_ROAD_COLOR
-    label[road_rows] = helper.ROAD_COLOR
+    label[:] = datasets.NOT_ROAD_COLOR
+    label[road_rows] = datasets.ROAD_COLOR
     label[-1] = 0
     return label
 
@@ -141,7 +151,7 @@ def test_load_vgg(load_vgg=main.load_vgg, tf_module=tf):
     with tf_module.Graph().as_default(), tf_module.Session() as sess:
         tensors = load_vgg(sess, small_vgg())
         names = [t.name for t in tensors]
-        assert names == list(main.VGG_TENSOR_NAMES), names
+        assert names == list(model.VGG_TENSOR_NAMES), names
         image_input, keep_prob, layer3, layer4, layer7 = tensors
         out3, out4, out7 = sess.run([layer3, layer4, layer7], {image_input: np.full((2, 64, 96, 3), 128.0)})
         assert out3.shape[:3] == (2, 8, 12) and out4.shape[:3] == (2, 4, 6) and out7.shape[:3] == (2, 2, 3)
@@ -171,7 +181,7 @@ def test_layers(layers=main.layers):
         for kernel in kernels:
             # Truncated at 2 stddevs, whose std is 0.88 x stddev; the smallest kernel has 48 values, so the
             # bounds sit more than 4 standard errors from 0.88.
-            stddev = main.UPSAMPLE_INIT_STDDEV if kernel.shape[0] > 1 else main.SCORE_INIT_STDDEV
+            stddev = model.UPSAMPLE_INIT_STDDEV if kernel.shape[0] > 1 else model.SCORE_INIT_STDDEV
             values = sess.run(kernel)
             assert 0.5 * stddev < values.std() < 1.25 * stddev and np.abs(values).max() <= 2 * stddev, kernel.name
 
@@ -196,7 +206,7 @@ def test_optimize(optimize=main.optimize):
     with tf.Graph().as_default(), tf.Session() as sess:
         tf.set_random_seed(0)
         inputs = tf.placeholder_with_default(features.astype(np.float32), [None, None, None, 5])
-        kernel = main._kernel('kernel', [1, 1, 5, num_classes], main.SCORE_INIT_STDDEV)
+        kernel = model._kernel('kernel', [1, 1, 5, num_classes], model.SCORE_INIT_STDDEV)
         last_layer = tf.nn.conv2d(inputs, kernel, [1, 1, 1, 1], 'SAME')
         correct_label = tf.placeholder(tf.float32, [None, None, None, num_classes])
         learning_rate = tf.placeholder(tf.float32)
@@ -208,7 +218,7 @@ def test_optimize(optimize=main.optimize):
         flat_labels = labels.reshape(-1, num_classes)
         log_softmax = flat_logits - np.log(np.exp(flat_logits).sum(axis=1, keepdims=True))
         labelled = flat_labels.sum(axis=1) > 0
-        expected = -(flat_labels * log_softmax).sum(axis=1)[labelled].mean() + main.L2_SCALE * (k ** 2).sum() / 2
+        expected = -(flat_labels * log_softmax).sum(axis=1)[labelled].mean() + model.L2_SCALE * (k ** 2).sum() / 2
         assert abs(first_loss - expected) < 1e-5, (first_loss, expected)
         for _ in range(50):
             sess.run(train_op, {correct_label: labels, learning_rate: 0.05})
@@ -217,7 +227,7 @@ def test_optimize(optimize=main.optimize):
 
 
 def _small_fcn8(sess):
-    return main.build_fcn8(sess, small_vgg(), main.NUM_CLASSES)
+    return model.build_fcn8(sess, small_vgg(), model.NUM_CLASSES)
 
 
 def test_train_nn(train_nn=main.train_nn):
@@ -244,7 +254,7 @@ def test_for_kitti_dataset(data_dir=os.path.join(HERE, 'data')):
     training = os.path.join(data_dir, 'data_road', 'training')
     if not os.path.isdir(training):
         raise unittest.SkipTest('KITTI Road is not in %s (see README: "Get KITTI Road")' % data_dir)
-    pairs = helper.kitti_road_pairs(training)
+    pairs = datasets.kitti_road_pairs(training)
     testing = glob.glob(os.path.join(data_dir, 'data_road', 'testing', 'image_2', '*.png'))
     assert len(pairs) == KITTI_TRAINING_IMAGES, 'expected %d training images, found %d' % (
         KITTI_TRAINING_IMAGES, len(pairs))
@@ -267,13 +277,13 @@ def _write_savedmodel(export_dir, tag, tensor_names):
 def test_load_vgg_explains_a_bad_model():
     folder = scratch_dir('badvgg')
     with tf.Graph().as_default(), tf.Session() as sess:
-        expect_error(main.VGGModelError, main.load_vgg, sess, os.path.join(folder, 'absent'),
+        expect_error(errors.VGGModelError, main.load_vgg, sess, os.path.join(folder, 'absent'),
                      contains=('no SavedModel', 'absent'))
         wrong_tag = _write_savedmodel(os.path.join(folder, 'wrong_tag'), 'serve', ['layer3_out'])
-        expect_error(main.VGGModelError, main.load_vgg, sess, wrong_tag, contains=('vgg16', 'serve'))
+        expect_error(errors.VGGModelError, main.load_vgg, sess, wrong_tag, contains=('vgg16', 'serve'))
     with tf.Graph().as_default(), tf.Session() as sess:
         partial = _write_savedmodel(os.path.join(folder, 'partial'), 'vgg16', ['layer3_out', 'layer4_out'])
-        expect_error(main.VGGModelError, main.load_vgg, sess, partial,
+        expect_error(errors.VGGModelError, main.load_vgg, sess, partial,
                      contains=('keep_prob:0', 'layer7_out:0', 'image_input'))
 
 
@@ -339,7 +349,7 @@ def test_keras_vgg16_converts_exactly_and_is_the_fallback_source():
     os.environ['KERAS_HOME'] = keras_home
     try:
         with LocalServer(folder) as server:
-            vgg_path = helper.ensure_vgg(data_dir, 'udacity', udacity_url=closed_port_url('vgg.zip'),
+            vgg_path = downloads.ensure_vgg(data_dir, 'udacity', udacity_url=closed_port_url('vgg.zip'),
                                          keras_url=server.url(os.path.basename(weights)))
     finally:
         if previous_home is None:
@@ -361,9 +371,9 @@ def test_keras_vgg16_converts_exactly_and_is_the_fallback_source():
 def test_ensure_vgg_names_both_addresses_when_offline():
     data_dir = scratch_dir('no-vgg')
     udacity, keras = closed_port_url('vgg.zip'), closed_port_url('vgg16_weights.h5')
-    expect_error(helper.DownloadError, helper.ensure_vgg, data_dir, 'udacity', udacity_url=udacity,
+    expect_error(errors.DownloadError, downloads.ensure_vgg, data_dir, 'udacity', udacity_url=udacity,
                  keras_url=keras, contains=(udacity, keras, 'by hand', '--vgg-source keras'))
-    expect_error(ValueError, helper.ensure_vgg, data_dir, 'torch', contains=('udacity', 'keras'))
+    expect_error(ValueError, downloads.ensure_vgg, data_dir, 'torch', contains=('udacity', 'keras'))
     assert os.listdir(data_dir) == []
 
 
@@ -375,7 +385,7 @@ def test_maybe_download_pretrained_vgg_downloads_unpacks_and_reuses():
     data_dir = scratch_dir('data')
     with LocalServer(served) as server:
         vgg_path = helper.maybe_download_pretrained_vgg(data_dir, server.url('vgg.zip'))
-    assert vgg_path == os.path.join(data_dir, 'vgg') and helper.vgg_is_complete(vgg_path)
+    assert vgg_path == os.path.join(data_dir, 'vgg') and downloads.vgg_is_complete(vgg_path)
     assert sorted(os.listdir(data_dir)) == ['vgg'], 'no archive or temporary folder is left behind'
     with tf.Graph().as_default(), tf.Session() as sess:
         main.load_vgg(sess, vgg_path)
@@ -387,27 +397,27 @@ def test_maybe_download_pretrained_vgg_downloads_unpacks_and_reuses():
 def test_maybe_download_pretrained_vgg_offline_and_incomplete():
     data_dir = scratch_dir('offline')
     url = closed_port_url('vgg.zip')
-    expect_error(helper.DownloadError, helper.maybe_download_pretrained_vgg, data_dir, url,
+    expect_error(errors.DownloadError, helper.maybe_download_pretrained_vgg, data_dir, url,
                  contains=(url, 'by hand', os.path.join(data_dir, 'vgg', 'saved_model.pb')))
     assert os.listdir(data_dir) == [], 'a failed download leaves nothing behind'
     os.makedirs(os.path.join(data_dir, 'vgg'))
-    expect_error(helper.DatasetError, helper.maybe_download_pretrained_vgg, data_dir,
+    expect_error(errors.DatasetError, helper.maybe_download_pretrained_vgg, data_dir,
                  contains=('incomplete', 'saved_model.pb'))
 
 
 def test_maybe_download_kitti():
     data_dir = scratch_dir('kitti-missing')
-    message = expect_error(helper.DatasetError, helper.maybe_download_kitti, data_dir,
-                           contains=(helper.KITTI_PAGE, helper.KITTI_ARCHIVE, '--kitti-url', 'main.py demo'))
+    message = expect_error(errors.DatasetError, downloads.maybe_download_kitti, data_dir,
+                           contains=(datasets.KITTI_PAGE, datasets.KITTI_ARCHIVE, '--kitti-url', 'main.py demo'))
     assert os.path.join(data_dir, 'data_road', 'training', 'image_2') in message
     served = scratch_dir('served-kitti')
     zip_folder(small_dataset(), os.path.join(served, 'data_road.zip'), 'data_road')
     with LocalServer(served) as server:
-        data_road = helper.maybe_download_kitti(data_dir, server.url('data_road.zip'))
-        bad = expect_error(helper.DownloadError, helper.maybe_download_kitti, scratch_dir('k'),
-                           server.url('absent.zip'), contains=('absent.zip', helper.KITTI_PAGE))
+        data_road = downloads.maybe_download_kitti(data_dir, server.url('data_road.zip'))
+        bad = expect_error(errors.DownloadError, downloads.maybe_download_kitti, scratch_dir('k'),
+                           server.url('absent.zip'), contains=('absent.zip', datasets.KITTI_PAGE))
     assert '404' in bad
-    assert len(helper.kitti_road_pairs(os.path.join(data_road, 'training'))) == 12
+    assert len(datasets.kitti_road_pairs(os.path.join(data_road, 'training'))) == 12
     assert sorted(os.listdir(data_dir)) == ['data_road']
 
 
@@ -417,12 +427,12 @@ def test_read_rgb_accepts_grey_and_rgba_and_names_a_corrupt_file():
     folder = scratch_dir('read')
     grey = write_png(os.path.join(folder, 'grey.png'), np.arange(12).reshape(3, 4) * 20)
     rgba = write_png(os.path.join(folder, 'rgba.png'), np.full((3, 4, 4), 7))
-    assert helper.read_rgb(grey).shape == (3, 4, 3) and helper.read_rgb(grey)[1, 2, 0] == 120
-    assert helper.read_rgb(rgba).shape == (3, 4, 3)
+    assert images.read_rgb(grey).shape == (3, 4, 3) and images.read_rgb(grey)[1, 2, 0] == 120
+    assert images.read_rgb(rgba).shape == (3, 4, 3)
     corrupt = os.path.join(folder, 'corrupt.png')
     with open(corrupt, 'wb') as f:
         f.write(b'\x89PNG\r\n\x1a\n not really a png')
-    expect_error(helper.DatasetError, helper.read_rgb, corrupt, contains=(corrupt,))
+    expect_error(errors.DatasetError, images.read_rgb, corrupt, contains=(corrupt,))
 
 
 def test_resize_bilinear_matches_tensorflow_and_nearest_keeps_values():
@@ -431,18 +441,18 @@ def test_resize_bilinear_matches_tensorflow_and_nearest_keeps_values():
         expected = tf.compat.v2.image.resize(image[None].astype(np.float32), shape, 'bilinear')
         with tf.Session() as sess:
             expected = sess.run(expected)[0]
-        assert np.abs(helper.resize_bilinear(image, shape) - expected).max() < 1e-2, shape
+        assert np.abs(images.resize_bilinear(image, shape) - expected).max() < 1e-2, shape
     label = kitti_label(37, 53, slice(20, 30))
-    resized = helper.resize_nearest(label, (74, 24))
+    resized = images.resize_nearest(label, (74, 24))
     colours = {tuple(c) for c in resized.reshape(-1, 3)}
-    assert colours <= {helper.ROAD_COLOR, helper.NOT_ROAD_COLOR, (0, 0, 0)} and len(colours) == 3
+    assert colours <= {datasets.ROAD_COLOR, datasets.NOT_ROAD_COLOR, (0, 0, 0)} and len(colours) == 3
 
 
 def test_kitti_label_to_onehot():
     label = kitti_label(4, 3, slice(0, 2))
     label[2, 0] = (0, 0, 255)  # not a KITTI colour, red channel 0: don't care
     label[2, 1] = (200, 10, 10)  # an odd colour with red: not road
-    onehot = helper.kitti_label_to_onehot(label)
+    onehot = datasets.kitti_label_to_onehot(label)
     assert onehot.shape == (4, 3, 2) and onehot.dtype == bool
     assert onehot[:2, :, 1].all() and not onehot[:2, :, 0].any()
     assert not onehot[3].any() and not onehot[2, 0].any(), "don't-care rows are all zero"
@@ -489,32 +499,32 @@ def test_gen_batch_function_on_a_generated_dataset():
 
 def test_gen_batch_function_explains_bad_datasets():
     missing_label = _kitti_folder(['um_000000'], names_without_labels=['um_000001'])
-    expect_error(helper.DatasetError, helper.gen_batch_function, missing_label, (32, 64),
+    expect_error(errors.DatasetError, helper.gen_batch_function, missing_label, (32, 64),
                  contains=('um_000001.png', 'um_road_000001.png', 'no label'))
     orphan = _kitti_folder(['um_000000'], orphan_labels=['uu_000004'])
-    expect_error(helper.DatasetError, helper.gen_batch_function, orphan, (32, 64),
+    expect_error(errors.DatasetError, helper.gen_batch_function, orphan, (32, 64),
                  contains=('uu_road_000004.png', 'no image'))
     empty = scratch_dir('empty')
     os.makedirs(os.path.join(empty, 'image_2'))
     os.makedirs(os.path.join(empty, 'gt_image_2'))
-    expect_error(helper.DatasetError, helper.gen_batch_function, empty, (32, 64), contains=('no training images',))
-    expect_error(helper.DatasetError, helper.gen_batch_function, os.path.join(empty, 'nowhere'), (32, 64),
-                 contains=('image_2', 'does not exist', helper.KITTI_PAGE))
+    expect_error(errors.DatasetError, helper.gen_batch_function, empty, (32, 64), contains=('no training images',))
+    expect_error(errors.DatasetError, helper.gen_batch_function, os.path.join(empty, 'nowhere'), (32, 64),
+                 contains=('image_2', 'does not exist', datasets.KITTI_PAGE))
     corrupt = _kitti_folder(['um_000000', 'um_000001'])
     bad_png = os.path.join(corrupt, 'image_2', 'um_000001.png')
     with open(bad_png, 'wb') as f:
         f.write(b'garbage')
-    expect_error(helper.DatasetError, helper.gen_batch_function, corrupt, (32, 64), contains=(bad_png,))
+    expect_error(errors.DatasetError, helper.gen_batch_function, corrupt, (32, 64), contains=(bad_png,))
     mismatched = _kitti_folder(['um_000000'])
     write_png(os.path.join(mismatched, 'image_2', 'um_000000.png'), np.zeros((21, 30, 3)))
-    expect_error(helper.DatasetError, helper.gen_batch_function, mismatched, (32, 64),
+    expect_error(errors.DatasetError, helper.gen_batch_function, mismatched, (32, 64),
                  contains=('um_road_000000.png', '30x20', '30x21'))
 
 
 def test_split_pairs_is_deterministic_stratified_and_disjoint():
     pairs = [('%s_%06d.png' % (c, i), 'label') for c, n in (('um', 12), ('umm', 18), ('uu', 6)) for i in range(n)]
-    train, held_out = helper.split_pairs(pairs, 1 / 6)
-    assert (train, held_out) == helper.split_pairs(list(reversed(pairs)), 1 / 6)
+    train, held_out = datasets.split_pairs(pairs, 1 / 6)
+    assert (train, held_out) == datasets.split_pairs(list(reversed(pairs)), 1 / 6)
     assert sorted(train + held_out) == sorted(pairs) and not set(train) & set(held_out)
     counts = {c: sum(road_metrics.kitti_category(p) == c for p, _ in held_out) for c in ('um', 'umm', 'uu')}
     assert counts == {'um': 2, 'umm': 3, 'uu': 1}, counts
@@ -541,7 +551,7 @@ def test_augment_batch_moves_images_and_labels_together():
     labels[:, :, :20, 1] = True
     labels[:, :, 20:, 0] = True
     labels[:, 0, :, :] = False  # a don't-care row
-    augmented, augmented_labels = helper.augment_batch(rng, images, labels)
+    augmented, augmented_labels = batches.augment_batch(rng, images, labels)
     assert augmented.shape == images.shape and augmented.dtype == np.uint8 and augmented_labels.dtype == bool
     assert augmented_labels.sum(axis=-1).max() == 1, "still one-hot (or don't care)"
     flipped = 0
@@ -554,13 +564,13 @@ def test_augment_batch_moves_images_and_labels_together():
 
 
 def test_prefetch_keeps_order_and_raises_the_producers_error():
-    assert list(helper.prefetch(iter(range(10)))) == list(range(10))
+    assert list(batches.prefetch(iter(range(10)))) == list(range(10))
 
     def failing():
         yield 1
         raise OSError('disk gone')
 
-    expect_error(OSError, lambda: list(helper.prefetch(failing())), contains=('disk gone',))
+    expect_error(OSError, lambda: list(batches.prefetch(failing())), contains=('disk gone',))
 
 
 def _one_training_step(sess, model):
@@ -572,7 +582,7 @@ def _one_training_step(sess, model):
 
 def test_freeze_encoder_trains_only_the_decoder():
     with tf.Graph().as_default(), tf.Session() as sess:
-        model = main.build_fcn8(sess, small_vgg(), 2, freeze_encoder=True)
+        model = model.build_fcn8(sess, small_vgg(), 2, freeze_encoder=True)
         encoder = [v for v in tf.trainable_variables() if v.name.startswith('block')]
         decoder = [v for v in tf.trainable_variables() if v.name.startswith('fcn8')]
         before = sess.run(encoder + decoder)
@@ -583,8 +593,8 @@ def test_freeze_encoder_trains_only_the_decoder():
 
 
 def test_xla_and_mixed_precision_build_and_train_a_step_on_a_cpu():
-    with tf.Graph().as_default(), tf.Session(config=main.session_config(xla=True, mixed_precision=True)) as sess:
-        model = main.build_fcn8(sess, small_vgg(), 2, mixed_precision=True)
+    with tf.Graph().as_default(), tf.Session(config=training.session_config(xla=True, mixed_precision=True)) as sess:
+        model = model.build_fcn8(sess, small_vgg(), 2, mixed_precision=True)
         first = _one_training_step(sess, model)
         assert np.isfinite(first) and np.isfinite(_one_training_step(sess, model))
         variables = [v for v in tf.global_variables() if v.name.startswith('fcn8')]
@@ -596,8 +606,8 @@ def test_xla_and_mixed_precision_build_and_train_a_step_on_a_cpu():
 def test_road_overlay_paints_only_road():
     image = np.full((2, 3, 3), 100, np.uint8)
     probability = np.array([[0.9, 0.5, 0.1], [0.51, 0.0, 1.0]])
-    overlay = helper.road_overlay(image, probability)
-    green = np.rint(0.5 * 100 + 0.5 * np.array(helper.OVERLAY_COLOR)).astype(np.uint8)
+    overlay = images.road_overlay(image, probability)
+    green = np.rint(0.5 * 100 + 0.5 * np.array(images.OVERLAY_COLOR)).astype(np.uint8)
     road = probability > 0.5
     assert (overlay[road] == green).all() and (overlay[~road] == 100).all()
 
@@ -643,24 +653,24 @@ def test_gen_test_output_builds_the_softmax_once():
 
 def test_new_run_dir_never_reuses_a_folder():
     runs_dir = scratch_dir('runs')
-    first, second = helper.new_run_dir(runs_dir), helper.new_run_dir(runs_dir)
+    first, second = main.new_run_dir(runs_dir), main.new_run_dir(runs_dir)
     assert first != second and os.path.isdir(first) and os.path.isdir(second)
 
 
 def test_evaluate_scores_perfect_and_inverted_predictions():
     """A network forced to output the label (or its opposite) scores IoU 1 (or 0)."""
     data_road = small_dataset()
-    pairs = helper.kitti_road_pairs(os.path.join(data_road, 'training'))[:3]
-    size = helper.read_rgb(pairs[0][0]).shape[:2]
-    labels = np.stack([helper.kitti_label_to_onehot(helper.resize_nearest(helper.read_rgb(label), size))
+    pairs = datasets.kitti_road_pairs(os.path.join(data_road, 'training'))[:3]
+    size = images.read_rgb(pairs[0][0]).shape[:2]
+    labels = np.stack([datasets.kitti_label_to_onehot(images.resize_nearest(images.read_rgb(label), size))
                        for _, label in pairs]).astype(np.float32)
     for sign, expected_iou in ((1, 1.0), (-1, 0.0)):
         with tf.Graph().as_default(), tf.Session() as sess:
             image_input = tf.placeholder(tf.float32, [None, None, None, 3])
             keep_prob = tf.placeholder_with_default(1.0, [])
             logits = tf.constant(sign * 20.0 * (labels - 0.5))
-            predict = helper.SessionPredictor(sess, logits, keep_prob, image_input, size)
-            metrics, class_iou = helper.evaluate(predict, pairs, batch_size=3)
+            predict = inference.SessionPredictor(sess, logits, keep_prob, image_input, size)
+            metrics, class_iou = evaluation.evaluate(predict, pairs, batch_size=3)
         assert class_iou is None
         assert abs(metrics.result()['iou'] - expected_iou) < 1e-6, metrics.result()
 
@@ -677,7 +687,7 @@ def test_command_line_rejects_bad_flags():
 
 def test_train_explains_missing_kitti():
     data_dir = scratch_dir('nokitti')
-    expect_error(SystemExit, main.run, ['train', '--data-dir', data_dir], contains=(helper.KITTI_PAGE, 'demo'))
+    expect_error(SystemExit, main.run, ['train', '--data-dir', data_dir], contains=(datasets.KITTI_PAGE, 'demo'))
 
 
 def test_demo_end_to_end_writes_a_run_folder():
@@ -697,7 +707,7 @@ def test_demo_end_to_end_writes_a_run_folder():
     config = run.read_config()
     assert len(config['val']) == main.DEMO_HELD_OUT - 1 and not {tuple(p) for p in config['val']} & {
         tuple(p) for p in config['train']}
-    exported = helper.ExportedModel(os.path.join(run_dir, 'export'))
+    exported = inference.ExportedModel(os.path.join(run_dir, 'export'))
     try:
         image = iio.imread(tests[0])
         probabilities = exported([image])
@@ -809,17 +819,17 @@ def test_resume_discards_what_killed_saves_left_and_keeps_complete_checkpoints()
 
 def test_a_non_finite_loss_keeps_the_last_good_checkpoint():
     run = run_folder.RunFolder(scratch_dir('nan'))
-    pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
     args = main.parse_args(['train', '--epochs', '1', '--image-shape', '32', '96', '--learning-rate', '1e-3',
                             '--keep-prob', '1'])
     config = main.new_run_config(args, 'kitti', small_dataset(), small_vgg(), pairs[:6], pairs[6:8],
-                                 helper.kitti_test_images(small_dataset()))
+                                 datasets.kitti_test_images(small_dataset()))
     run.write_config(config)
-    sess, _ = main.fit(run, config)
+    sess, _ = training.fit(run, config)
     sess.close()
     good = dict(tf.train.list_variables(run.checkpoint_prefix('last')))
     config.update(epochs=3, learning_rate=1e30)
-    message = expect_error(FloatingPointError, main.fit, run, config, resume=True,
+    message = expect_error(FloatingPointError, training.fit, run, config, resume=True,
                            contains=('last good checkpoint (epoch 1)', '--resume'))
     assert run.checkpoint_dir('last') in message
     assert run.checkpoint_state('last')['epoch'] == 1
@@ -832,23 +842,23 @@ def test_a_non_finite_loss_keeps_the_last_good_checkpoint():
 def small_trained_run():
     """A run folder trained for one epoch on the generated dataset, with export/ and overlays."""
     run = run_folder.RunFolder(scratch_dir('trained'))
-    pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
     args = main.parse_args(['train', '--epochs', '1', '--image-shape', '64', '192', '--learning-rate', '1e-3',
                             '--keep-prob', '1'])
     config = main.new_run_config(args, 'kitti', small_dataset(), small_vgg(), pairs[:9], pairs[9:],
-                                 helper.kitti_test_images(small_dataset()))
+                                 datasets.kitti_test_images(small_dataset()))
     run.write_config(config)
-    sess, model = main.fit(run, config)
-    main.finish_run(sess, model, run, config)
+    sess, model = training.fit(run, config)
+    training.finish_run(sess, model, run, config)
     sess.close()
     return run
 
 
 def test_exported_model_matches_the_trained_graph_at_any_size():
     run = small_trained_run()
-    images = [helper.read_rgb(p) for p in sorted(glob.glob(os.path.join(small_dataset(), 'testing', 'image_2',
+    images = [images.read_rgb(p) for p in sorted(glob.glob(os.path.join(small_dataset(), 'testing', 'image_2',
                                                                          '*.png')))[:2]]
-    exported = helper.ExportedModel(os.path.join(run.path, 'export'))
+    exported = inference.ExportedModel(os.path.join(run.path, 'export'))
     try:
         exported_probabilities = [exported([image])[0] for image in images]
     finally:
@@ -856,7 +866,7 @@ def test_exported_model_matches_the_trained_graph_at_any_size():
     with tf.Graph().as_default(), tf.Session() as sess:
         model = _small_fcn8(sess)
         tf.train.Saver(tf.global_variables()).restore(sess, run.checkpoint_prefix('best'))
-        predict = helper.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input, (64, 192))
+        predict = inference.SessionPredictor(sess, model.logits, model.keep_prob, model.image_input, (64, 192))
         for image, probability in zip(images, exported_probabilities):
             assert probability.shape == image.shape[:2] + (2,)
             assert np.abs(predict([image])[0] - probability).max() < 0.02
@@ -883,7 +893,7 @@ def test_evaluate_command_prints_the_kitti_metrics_and_json():
     assert set(figures) == set(main.EVALUATE_JSON_KEYS) and figures['images'] == 12
     assert all(0 <= figures[key] <= 1 for key in ('iou', 'maxf', 'ap', 'precision', 'recall'))
     assert 'MaxF' in text and 'umm' in text
-    pairs = helper.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
     assert figures['maxf'] == main.evaluate_model(os.path.join(run.path, 'export'), pairs)[0].result()['maxf']
     _, code = _run_main(['evaluate', '--model', scratch_dir('empty'), '--data-dir',
                          os.path.dirname(small_dataset())])
@@ -911,7 +921,7 @@ def test_infer_command_writes_overlays_and_masks_and_reports_bad_inputs():
 
 
 def _environment_without_frozen_weights():
-    return {key: value for key, value in os.environ.items() if key != main.FROZEN_WEIGHTS_SWITCH}
+    return {key: value for key, value in os.environ.items() if key != process_tuning.FROZEN_WEIGHTS_SWITCH}
 
 
 def test_infer_in_its_own_process_caches_kernels_and_predicts_as_without():
@@ -925,9 +935,9 @@ def test_infer_in_its_own_process_caches_kernels_and_predicts_as_without():
                                '--out', out, '--masks'], capture_output=True, text=True, timeout=300,
                               env=_environment_without_frozen_weights())
     assert finished.returncode == 0 and '1 overlays' in finished.stdout, finished.stderr[-2000:]
-    exported = helper.ExportedModel(os.path.join(run.path, 'export'))
+    exported = inference.ExportedModel(os.path.join(run.path, 'export'))
     try:
-        road = exported([helper.read_rgb(os.path.join(inputs, 'scene.png'))])[0][..., exported.road_class]
+        road = exported([images.read_rgb(os.path.join(inputs, 'scene.png'))])[0][..., exported.road_class]
     finally:
         exported.close()
     mask = iio.imread(os.path.join(out, 'scene_road.png')).astype(int)
@@ -939,7 +949,7 @@ import ctypes, ctypes.util, json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import main
-from main import tf
+from tfv1 import tf
 
 libc = ctypes.CDLL(ctypes.util.find_library('c'))
 class Mallinfo2(ctypes.Structure):
@@ -952,7 +962,7 @@ def big_block_is_mmapped():
     block = np.ones(16 * 2 ** 20)  # 128 MB, far above glibc's mmap threshold
     return libc.mallinfo2().hblks > before
 
-tuned = main.tune_malloc()
+tuned = process_tuning.tune_malloc()
 mmapped_before = big_block_is_mmapped()
 x = tf.Variable(3.0)
 loss = tf.square(x)
@@ -979,18 +989,18 @@ def test_malloc_tuning_keeps_big_blocks_in_the_heap_after_the_first_training_ste
 
 def test_training_refuses_a_process_that_assumes_frozen_weights():
     # In this process: train_nn checks before its first step.
-    os.environ[main.FROZEN_WEIGHTS_SWITCH] = '1'
+    os.environ[process_tuning.FROZEN_WEIGHTS_SWITCH] = '1'
     try:
-        expect_error(main.ProcessSettingError, main.train_nn, None, 1, 1, None, None, None, None, None, None, None,
-                     contains=(main.FROZEN_WEIGHTS_SWITCH, 'Unset it'))
+        expect_error(errors.ProcessSettingError, main.train_nn, None, 1, 1, None, None, None, None, None, None, None,
+                     contains=(process_tuning.FROZEN_WEIGHTS_SWITCH, 'Unset it'))
     finally:
-        del os.environ[main.FROZEN_WEIGHTS_SWITCH]
+        del os.environ[process_tuning.FROZEN_WEIGHTS_SWITCH]
     # As a program: main.py stops before loading anything, with the reason.
-    environment = dict(_environment_without_frozen_weights(), **{main.FROZEN_WEIGHTS_SWITCH: 'true'})
+    environment = dict(_environment_without_frozen_weights(), **{process_tuning.FROZEN_WEIGHTS_SWITCH: 'true'})
     finished = subprocess.run([sys.executable, os.path.join(HERE, 'main.py'), 'demo', '--data-dir',
                                scratch_dir('frozen-demo')], capture_output=True, text=True, timeout=120,
                               env=environment)
-    assert finished.returncode != 0 and main.FROZEN_WEIGHTS_SWITCH in finished.stderr, finished.stderr[-2000:]
+    assert finished.returncode != 0 and process_tuning.FROZEN_WEIGHTS_SWITCH in finished.stderr, finished.stderr[-2000:]
     assert os.listdir(scratch_dir('frozen-demo')) == []
 
 
@@ -1005,8 +1015,8 @@ def _camvid_folder(sizes=(20, 30)):
     for split, count in (('train', 3), ('val', 2)):
         for i in range(count):
             ids = np.full(sizes, 1, np.uint8)
-            ids[sizes[0] // 2:] = helper.CAMVID_ROAD
-            ids[0] = helper.CAMVID_UNLABELLED
+            ids[sizes[0] // 2:] = datasets.CAMVID_ROAD
+            ids[0] = datasets.CAMVID_UNLABELLED
             write_png(os.path.join(root, split, 'f%03d.png' % i), np.full(sizes + (3,), 60 + 40 * i))
             write_png(os.path.join(root, split + 'annot', 'f%03d.png' % i), ids)
     return root
@@ -1014,18 +1024,18 @@ def _camvid_folder(sizes=(20, 30)):
 
 def test_camvid_layout_is_detected_paired_and_decoded():
     root = _camvid_folder()
-    assert helper.is_camvid(root) and not helper.is_camvid(os.path.dirname(small_dataset()))
-    pairs = helper.camvid_pairs(root, 'train')
+    assert datasets.is_camvid(root) and not datasets.is_camvid(os.path.dirname(small_dataset()))
+    pairs = datasets.camvid_pairs(root, 'train')
     assert [os.path.basename(image) for image, _ in pairs] == ['f000.png', 'f001.png', 'f002.png']
-    onehot = helper.camvid_label_to_onehot(helper.read_rgb(pairs[0][1]))
+    onehot = datasets.camvid_label_to_onehot(images.read_rgb(pairs[0][1]))
     assert onehot[10:, :, 1].all() and onehot[1:10, :, 0].all() and not onehot[0].any()
     get_batches_fn = helper.gen_batch_function(root, (16, 24), pairs=pairs,
-                                               label_to_onehot=helper.camvid_label_to_onehot)
+                                               label_to_onehot=datasets.camvid_label_to_onehot)
     images, labels = next(get_batches_fn(3))
     assert images.shape == (3, 16, 24, 3) and labels.shape == (3, 16, 24, 2) and labels[:, -1, :, 1].all()
     os.remove(os.path.join(root, 'valannot', 'f001.png'))
-    expect_error(helper.DatasetError, helper.camvid_pairs, root, 'val', contains=('f001.png', 'no label'))
-    expect_error(helper.DatasetError, helper.camvid_pairs, root, 'test', contains=(os.path.join(root, 'test') + ' does not exist', 'SegNet'))
+    expect_error(errors.DatasetError, datasets.camvid_pairs, root, 'val', contains=('f001.png', 'no label'))
+    expect_error(errors.DatasetError, datasets.camvid_pairs, root, 'test', contains=(os.path.join(root, 'test') + ' does not exist', 'SegNet'))
 
 
 def test_training_on_a_camvid_folder_uses_its_val_split():
@@ -1049,8 +1059,8 @@ def test_camvid_with_all_classes_trains_scores_every_class_and_paints_the_palett
     run = _only_run(runs_dir)
     assert 'miou' in run.read_metrics()[0]
     overlay = iio.imread(os.path.join(run.path, 'f000.png')).astype(int)
-    image = helper.read_rgb(os.path.join(root, 'val', 'f000.png')).astype(int)
-    blends = {tuple(np.rint(0.5 * image[0, 0] + 0.5 * np.array(c)).astype(int)) for c in helper.CAMVID_PALETTE}
+    image = images.read_rgb(os.path.join(root, 'val', 'f000.png')).astype(int)
+    blends = {tuple(np.rint(0.5 * image[0, 0] + 0.5 * np.array(c)).astype(int)) for c in datasets.CAMVID_PALETTE}
     assert {tuple(pixel) for pixel in overlay.reshape(-1, 3)} <= blends, 'every pixel blended with a class colour'
     text, code = _run_main(['evaluate', '--model', run.path, '--data-dir', root])
     assert code is None and 'IoU road' in text and 'mean class IoU' in text
@@ -1061,9 +1071,9 @@ def test_camvid_with_all_classes_trains_scores_every_class_and_paints_the_palett
 def test_real_camvid_labels_decode_to_road_and_unlabelled():
     if not os.path.isdir(SHARED_CAMVID):
         raise unittest.SkipTest('CamVid is not at %s' % SHARED_CAMVID)
-    pairs = helper.camvid_pairs(SHARED_CAMVID, 'val')
-    assert len(pairs) == 101 and len(helper.camvid_pairs(SHARED_CAMVID, 'train')) == 367
-    onehot = helper.camvid_label_to_onehot(helper.read_rgb(pairs[0][1]))
+    pairs = datasets.camvid_pairs(SHARED_CAMVID, 'val')
+    assert len(pairs) == 101 and len(datasets.camvid_pairs(SHARED_CAMVID, 'train')) == 367
+    onehot = datasets.camvid_label_to_onehot(images.read_rgb(pairs[0][1]))
     assert onehot.shape == (360, 480, 2) and 0.1 < onehot[..., 1].mean() < 0.6
 
 

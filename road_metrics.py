@@ -119,6 +119,13 @@ class RoadMetrics:
         return {category: _metrics(counts)
                 for category, counts in sorted(self._by_category.items())}
 
+    def categories(self):
+        return sorted(self._by_category)
+
+    def category_result(self, category):
+        """Metrics of one category given to `update()`."""
+        return _metrics(self._by_category[category])
+
 
 def _validated(prob, road, valid):
     """prob as float64 and the two masks, after checking shapes and values."""

@@ -15,13 +15,15 @@ are trainable, as in the classic model, so fine-tuning reaches the encoder.
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
+# Not tfv1: the Keras child process below needs eager execution, which tfv1 switches off.
 import tensorflow.compat.v1 as tf
+
+import atomic
 
 VGG_TAG = 'vgg16'
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -154,24 +156,15 @@ def write_vgg16_savedmodel(export_dir, weights):
         return save_savedmodel(sess, VGG_TAG, export_dir)
 
 
-def save_savedmodel(sess, tag, export_dir):
-    """Save the session's graph and variables as a SavedModel with `tag`, replacing `export_dir`.
-
-    The model is written to a temporary folder beside `export_dir` and moved
-    into place only when complete.
-    """
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.savedmodel-', dir=parent)
-    try:
+def save_savedmodel(sess, tag, export_dir, signatures=None, replace=False):
+    """Save the session's graph and variables as a SavedModel with `tag`; complete or not at all."""
+    with atomic.folder(export_dir, replace=replace) as staging:
         builder = tf.saved_model.Builder(os.path.join(staging, 'model'))
-        builder.add_meta_graph_and_variables(sess, [tag])
+        builder.add_meta_graph_and_variables(sess, [tag], signature_def_map=signatures)
         builder.save()
-        if os.path.exists(export_dir):
-            shutil.rmtree(export_dir)
-        os.rename(os.path.join(staging, 'model'), export_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for name in os.listdir(os.path.join(staging, 'model')):
+            os.rename(os.path.join(staging, 'model', name), os.path.join(staging, name))
+        os.rmdir(os.path.join(staging, 'model'))
     return export_dir
 
 

@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 import bench  # noqa: E402
 import helper  # noqa: E402
 import roadgen  # noqa: E402
-from main import tf  # noqa: E402
+from tfv1 import tf  # noqa: E402
 
 REQUIRED_JSON_KEYS = ('pipeline_classic_ips', 'pipeline_ips', 'train_ips', 'infer_ips', 'train_flops_ratio',
                       'infer_flops_ratio', 'peak_rss_mb')
@@ -81,7 +81,7 @@ def test_classic_and_project_pipelines_yield_the_same_batches():
     with tempfile.TemporaryDirectory() as scratch:
         data_road = roadgen.generate_dataset(scratch, n_train=5, n_test=1, image_shape=(60, 150), seed=2)
         training = os.path.join(data_road, 'training')
-        pairs = helper.kitti_road_pairs(training)
+        pairs = datasets.kitti_road_pairs(training)
         classic = list(bench.classic_batches(pairs, (32, 64), 2, np.random.default_rng(0)))
         ours = list(helper.gen_batch_function(training, (32, 64))(2))
     assert [len(images) for images, _ in classic] == [len(images) for images, _ in ours] == [2, 2, 1]

@@ -1,0 +1,79 @@
+"""One typed configuration per run, built from the flags once, saved as run.json and read back on --resume.
+
+ModelInfo is the part a trained model carries into its export: what it was trained on, so that evaluate
+and infer read it instead of guessing.
+"""
+import dataclasses
+import json
+from typing import List, Tuple
+
+from errors import RunFolderError
+
+VGG_SOURCES = ('udacity', 'keras')
+# CamVid's drive held out for validation by default: 101 images that no CamVid training sees (README, CamVid).
+DEFAULT_VAL_DRIVE = '0006R0'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    dataset: str                      # kitti, kitti-mask, camvid, cityscapes
+    classes: str                      # road, all
+    class_names: Tuple[str, ...]
+    road_class: int
+    image_shape: Tuple[int, int]      # the network's input size; images of any size are resized to it
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        fields = json.loads(text)
+        return cls(fields['dataset'], fields['classes'], tuple(fields['class_names']), int(fields['road_class']),
+                   tuple(fields['image_shape']))
+
+
+@dataclasses.dataclass
+class RunConfig:
+    dataset: str
+    classes: str
+    data_root: str
+    vgg_path: str
+    image_shape: Tuple[int, int]
+    batch_size: int
+    learning_rate: float
+    keep_prob: float
+    skip_scales: Tuple[float, float]
+    seed: int
+    epochs: int
+    augment: bool
+    freeze_encoder: bool
+    xla: bool
+    mixed_precision: bool
+    clip_norm: float
+    train: List[Tuple[str, str]]
+    val: List[Tuple[str, str]]
+    test: List[Tuple[str, str]]       # labelled images scored once, at the end, with the best checkpoint
+    test_images: List[str]            # images the run's overlays are made of
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text, where):
+        try:
+            fields = json.loads(text)
+            fields['image_shape'] = tuple(fields['image_shape'])
+            fields['skip_scales'] = tuple(fields['skip_scales'])
+            for split in ('train', 'val', 'test'):
+                fields[split] = [tuple(pair) for pair in fields[split]]
+            return cls(**fields)
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunFolderError('%s is damaged or from another version (%s: %s); start a new run, or restore the '
+                                 'file from a backup' % (where, type(error).__name__, error)) from error
+
+    # Settings a resumed run may change: each takes effect from the next epoch and is recorded in run.json.
+    RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla')

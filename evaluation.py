@@ -1,0 +1,32 @@
+"""Scoring a model on labelled images: the KITTI road measures, and per-class IoU for all-class models."""
+import numpy as np
+from tqdm import tqdm
+
+import datasets
+import images
+import road_metrics
+from infer_files import predictions
+
+
+def evaluate(predict, pairs, to_onehot=datasets.kitti_label_to_onehot, batch_size=8, description='evaluating'):
+    """(RoadMetrics, ClassIoU or None) of `predict` on (image, label) pairs.
+
+    Predictions are compared with the labels at the labels' own resolution, as the KITTI devkit does;
+    pixels whose one-hot row is all zero (don't care, unlabelled, ignore) are left out.
+    """
+    metrics, class_iou = road_metrics.RoadMetrics(), None
+    labels = dict(pairs)
+    for path, image, probabilities in tqdm(predictions(predict, sorted(labels), batch_size), total=len(labels),
+                                           desc=description, unit='img', leave=False):
+        if not np.isfinite(probabilities).all():
+            raise FloatingPointError('the network gives non-finite probabilities for %s' % path)
+        label = images.read_rgb(labels[path])
+        datasets.check_same_size(path, image, labels[path], label)
+        onehot = to_onehot(label, labels[path])
+        labelled = onehot.any(axis=-1)
+        metrics.update(np.clip(probabilities[..., predict.road_class], 0.0, 1.0), onehot[..., predict.road_class],
+                       labelled, category=road_metrics.kitti_category(path))
+        if onehot.shape[-1] > 2:
+            class_iou = class_iou or road_metrics.ClassIoU(onehot.shape[-1])
+            class_iou.update(probabilities.argmax(axis=-1), onehot.argmax(axis=-1), labelled)
+    return metrics, class_iou

@@ -1,0 +1,171 @@
+"""python main.py infer: which inputs, which output names, and writing overlays without replacing anyone's files.
+
+Inputs are never written to. Outputs are <name>_overlay.png (and <name>_road.png with masks); two inputs
+that would share an output name get distinct ones; an existing file is only replaced when asked (--overwrite).
+"""
+import collections
+import glob
+import importlib
+import os
+
+from tqdm import tqdm
+
+import atomic
+import images
+from errors import DatasetError, OutputError
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+RUN_FOLDER_MARK = 'run.json'
+
+
+def expand_inputs(inputs, extensions=IMAGE_EXTENSIONS):
+    """Files, folders (their files with `extensions`, not recursive) and glob patterns -> sorted paths.
+
+    An input that matches nothing raises DatasetError naming it.
+    """
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = [os.path.join(item, name) for name in sorted(os.listdir(item))
+                     if name.lower().endswith(extensions)]
+        elif os.path.exists(item):
+            found = [item]
+        else:
+            found = sorted(glob.glob(item))
+        if not found:
+            raise DatasetError('nothing to run on for %r: give image or video files, folders or glob patterns'
+                               % item)
+        paths.extend(found)
+    return sorted(set(os.path.normpath(path) for path in paths))
+
+
+def output_stems(paths):
+    """{input path: output stem}, distinct for every input: x.png and x.jpg give x_png and x_jpg."""
+    def by(key):
+        groups = collections.defaultdict(list)
+        for path in paths:
+            groups[key(path)].append(path)
+        return groups
+
+    keys = [lambda p: os.path.splitext(os.path.basename(p))[0],
+            lambda p: os.path.basename(p).replace('.', '_'),
+            lambda p: '%s_%s' % (os.path.basename(os.path.dirname(os.path.abspath(p))),
+                                 os.path.basename(p).replace('.', '_'))]
+    stems = {}
+    for path in paths:
+        for key in keys:
+            if len(by(key)[key(path)]) == 1:
+                stems[path] = key(path)
+                break
+        else:
+            stems[path] = '%s_%d' % (keys[-1](path), sorted(paths).index(path))
+    return stems
+
+
+def planned_outputs(paths, out_dir, suffixes):
+    """{input path: [output paths]} for the given suffixes (e.g. '_overlay.png')."""
+    stems = output_stems(paths)
+    return {path: [os.path.join(out_dir, stems[path] + suffix) for suffix in suffixes] for path in paths}
+
+
+def check_outputs(plan, inputs, out_dir, overwrite):
+    """Refuse, before any work, to write over an input, into a run folder, or over existing files unasked."""
+    if os.path.isfile(os.path.join(out_dir, RUN_FOLDER_MARK)):
+        raise OutputError('--out %s is a run folder: its files belong to its model. Choose another folder'
+                          % out_dir)
+    inputs = {os.path.realpath(path) for path in inputs}
+    outputs = [output for targets in plan.values() for output in targets]
+    clobbered = [output for output in outputs if os.path.realpath(output) in inputs]
+    if clobbered:
+        raise OutputError('%s is an input; outputs never replace inputs. Choose another --out' % clobbered[0])
+    existing = [output for output in outputs if os.path.exists(output)]
+    if existing and not overwrite:
+        raise OutputError('%d output file(s) already exist in %s (e.g. %s); pass --overwrite to replace them, or '
+                          'choose another --out' % (len(existing), out_dir, os.path.basename(existing[0])))
+
+
+def group_by_size(paths, batch_size, on_unreadable=None):
+    """Yield (paths, images) batches whose images share one size.
+
+    Images are read one at a time and held per size only until a batch is full, so memory stays at a few
+    batches whatever the folder holds. An unreadable image raises DatasetError, or with `on_unreadable` is
+    passed to it as (path, error) and skipped.
+    """
+    pending = {}
+    for path in paths:
+        try:
+            image = images.read_rgb(path)
+        except DatasetError as error:
+            if on_unreadable is None:
+                raise
+            on_unreadable(path, error)
+            continue
+        bucket = pending.setdefault(image.shape[:2], [])
+        bucket.append((path, image))
+        if len(bucket) == batch_size:
+            yield _unzip_batch(pending.pop(image.shape[:2]))
+    for bucket in pending.values():
+        yield _unzip_batch(bucket)
+
+
+def _unzip_batch(items):
+    return [path for path, _ in items], [image for _, image in items]
+
+
+def predictions(predict, paths, batch_size=8, on_unreadable=None):
+    """Yield (path, image, class probabilities at the image's size) for every readable image path."""
+    for batch_paths, batch in group_by_size(paths, batch_size, on_unreadable):
+        for path, image, probabilities in zip(batch_paths, batch, predict(batch)):
+            yield path, image, probabilities
+
+
+def write_image_predictions(predict, plan, masks=False, on_unreadable=None):
+    """Write each image's overlay (and road probability) at its own size; returns how many were written."""
+    written = 0
+    results = predictions(predict, sorted(plan), on_unreadable=on_unreadable)
+    for path, image, probabilities in tqdm(results, total=len(plan), desc='infer', unit='img'):
+        targets = plan[path]
+        atomic.write_image(targets[0], overlay(image, probabilities, predict.road_class, predict.palette))
+        if masks:
+            atomic.write_image(targets[1], images.probability_image(probabilities[..., predict.road_class]))
+        written += 1
+    return written
+
+
+def overlay(image, probabilities, road_class, palette=None):
+    """Road in green for a road model; every class in its palette colour for an all-class model."""
+    if probabilities.shape[-1] > 2 and palette:
+        return images.class_overlay(image, probabilities.argmax(axis=-1), palette)
+    return images.road_overlay(image, probabilities[..., road_class])
+
+
+def open_model(path):
+    """The trained model at `path`: a run folder or its export/ (TensorFlow is imported here, only for those)."""
+    return importlib.import_module('inference').ExportedModel(path)
+
+
+def infer(args):
+    """Overlays (and masks) of images at their own size; unreadable ones are listed and skipped (exit status 1)."""
+    paths = expand_inputs(args.inputs)
+    predict = open_model(args.model)
+    out_dir = args.out or atomic.new_timestamped_folder('runs')
+    failed = []
+
+    def report_unreadable(path, error):
+        failed.append(path)
+        tqdm.write('skipped %s: %s' % (path, error))
+
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        plan = planned_outputs(paths, out_dir, ('_overlay.png', '_road.png'))
+        check_outputs(plan, paths, out_dir, args.overwrite)
+        written = write_image_predictions(predict, plan, args.masks, report_unreadable)
+    finally:
+        predict.close()
+        if args.out is None and not os.listdir(out_dir):
+            os.rmdir(out_dir)  # a failed infer leaves no empty runs/<timestamp>
+    print('infer: %d of %d images written to %s%s' % (written, len(paths), out_dir,
+                                                     '; %d unreadable input(s) skipped' % len(failed) if failed
+                                                     else ''))
+    if failed:
+        raise SystemExit(1)

@@ -1,0 +1,285 @@
+"""Training a run: the classic train_nn loop, and around it validation, checkpoints and the run's results.
+
+A run folder is one model: the export, the overlays and the test measures all come from the checkpoint
+validation chose ("best"), or from the last one when there is no validation set.
+"""
+import math
+import os
+import time
+
+import numpy as np
+from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
+from tqdm import tqdm
+
+import batches
+import datasets
+import evaluation
+import infer_files
+import inference
+import model
+import process_tuning
+from config import ModelInfo
+from errors import DatasetError, OutOfMemory, TrainingDiverged
+from tfv1 import tf
+
+# A batch whose loss is this many times the running mean of the batches before it, or an epoch whose mean
+# loss is this many times the lowest epoch mean so far, has diverged even when it is still finite.
+BATCH_EXPLOSION = 100.0
+EPOCH_EXPLOSION = 10.0
+RUNNING_MEAN_BATCHES = 50
+MIN_BATCHES_FOR_EXPLOSION = 10
+OVERLAYS_PER_EPOCH = 3
+
+
+def session_config(xla=False, mixed_precision=False):
+    """Session options: GPU memory taken as needed (not all at once); XLA; mixed precision as graph rewrites.
+
+    Mixed precision computes in float16 on GPUs and in bfloat16 on oneDNN CPUs; the variables stay float32.
+    """
+    config = tf.ConfigProto()
+    config.gpu_options.allow_growth = True
+    if xla:
+        config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+    if mixed_precision:
+        config.graph_options.rewrite_options.auto_mixed_precision = RewriterConfig.ON
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = RewriterConfig.ON
+    return config
+
+
+class LossWatch:
+    """Says when the loss has diverged: not finite, or far above what it has been."""
+
+    def __init__(self):
+        self.recent, self.best_epoch_mean = [], math.inf
+
+    def check_batch(self, loss, epoch):
+        if not np.isfinite(loss):
+            raise FloatingPointError('the loss became %s in epoch %d; lower --learning-rate or set --clip-norm'
+                                     % (loss, epoch))
+        if len(self.recent) >= MIN_BATCHES_FOR_EXPLOSION and loss > BATCH_EXPLOSION * np.mean(self.recent):
+            raise FloatingPointError('the loss exploded in epoch %d (%.3g, against a running mean of %.3g); lower '
+                                     '--learning-rate or set --clip-norm' % (epoch, loss, np.mean(self.recent)))
+        self.recent = (self.recent + [float(loss)])[-RUNNING_MEAN_BATCHES:]
+
+    def check_epoch(self, mean_loss, epoch):
+        if mean_loss > EPOCH_EXPLOSION * self.best_epoch_mean:
+            raise FloatingPointError('the loss exploded in epoch %d (mean %.3g, against %.3g at best); lower '
+                                     '--learning-rate or set --clip-norm' % (epoch, mean_loss, self.best_epoch_mean))
+        self.best_epoch_mean = min(self.best_epoch_mean, mean_loss)
+
+
+def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_loss, input_image,
+             correct_label, keep_prob, learning_rate, keep_prob_value=0.5, learning_rate_value=1e-4,
+             start_epoch=0, on_epoch_end=None):
+    """Train epochs start_epoch+1 .. epochs; a progress bar per epoch, a summary line after it.
+
+    `on_epoch_end(epoch, mean_loss)` may validate and save; the text it returns ends the epoch's line.
+    `learning_rate_value` may be a function of the epoch. Returns the mean loss of every epoch trained.
+    Stops with FloatingPointError on a non-finite or exploding loss, before the weights it produced are
+    saved or used.
+    """
+    process_tuning.check_weights_not_frozen()
+    num_images = getattr(get_batches_fn, 'num_images', None)  # the classic test's get_batches_fn has none
+    batches_per_epoch = math.ceil(num_images / batch_size) if num_images else None
+    rate_of = learning_rate_value if callable(learning_rate_value) else lambda epoch: learning_rate_value
+    watch, history = LossWatch(), []
+    for epoch in range(start_epoch + 1, epochs + 1):
+        started, total, seen = time.time(), 0.0, 0
+        bar = tqdm(get_batches_fn(batch_size), total=batches_per_epoch, desc='epoch %d/%d' % (epoch, epochs),
+                   unit='batch', leave=False)
+        for images, labels in bar:
+            _, loss = sess.run([train_op, cross_entropy_loss],
+                               {input_image: images, correct_label: labels,
+                                keep_prob: keep_prob_value, learning_rate: rate_of(epoch)})
+            process_tuning.settle_malloc()
+            watch.check_batch(loss, epoch)
+            total, seen = total + loss * len(images), seen + len(images)
+            bar.set_postfix(loss='%.4f' % (total / seen))
+        if not seen:
+            raise ValueError('get_batches_fn(%d) yielded no batches' % batch_size)
+        history.append(float(total / seen))
+        watch.check_epoch(history[-1], epoch)
+        trained = time.time() - started
+        report = on_epoch_end(epoch, history[-1]) if on_epoch_end else ''
+        tqdm.write('epoch %d/%d: train loss %.4f over %d images in %.1fs%s'
+                   % (epoch, epochs, history[-1], seen, trained, ', ' + report if report else ''))
+    return history
+
+
+def model_info(config):
+    fmt = datasets.label_format(config.dataset, config.classes)
+    return ModelInfo(config.dataset, config.classes, tuple(fmt.class_names), fmt.road_class,
+                     tuple(config.image_shape))
+
+
+def learning_rate_schedule(config):
+    """The learning rate of each epoch: config.learning_rate throughout (the classic recipe)."""
+    return lambda epoch: config.learning_rate
+
+
+class EpochReporter:
+    """After each epoch: validation metrics, metrics.csv, TensorBoard, then the best and last checkpoints."""
+
+    def __init__(self, sess, fcn8, run, config, state):
+        self.sess, self.run, self.config = sess, run, config
+        self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
+        self.fmt = datasets.label_format(config.dataset, config.classes)
+        self.predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
+                                                  tuple(config.image_shape), self.fmt.road_class, self.fmt.palette)
+        self.best_maxf, self.completed = state['best_maxf'], state['epoch']
+        self.rows = [row for row in run.read_metrics() if int(row['epoch']) <= self.completed]
+        # train_nn checks the loss computed before each update: the epoch's last update is checked here.
+        self.weights_finite = tf.reduce_all([tf.reduce_all(tf.is_finite(v)) for v in tf.trainable_variables()])
+
+    def __call__(self, epoch, loss):
+        if not self.sess.run(self.weights_finite):
+            raise FloatingPointError('the weights became non-finite in epoch %d; lower --learning-rate or set '
+                                     '--clip-norm' % epoch)
+        result = self._validate()
+        improved = not self.config.val or (np.isfinite(result.get('maxf', np.nan))
+                                           and result['maxf'] > self.best_maxf)
+        if improved and self.config.val:
+            self.best_maxf = result['maxf']
+        state = {'epoch': epoch, 'best_maxf': float(self.best_maxf), 'loss': float(loss),
+                 'validation': {key: float(result[key]) for key in ('iou', 'maxf', 'miou') if key in result}}
+        # The metrics row before the checkpoints: a kill in between re-trains this epoch and rewrites its row.
+        self.rows = [row for row in self.rows if int(row['epoch']) < epoch]
+        self.rows.append(dict({'epoch': epoch, 'train_loss': '%.6f' % loss},
+                              **{'val_' + key: '%.6f' % result[key] for key in ('iou', 'maxf', 'ap', 'precision',
+                                                                                'recall', 'miou') if key in result}))
+        self.run.write_metrics(self.rows)
+        self.run.write_summaries(epoch, dict({'train/loss': loss},
+                                             **{'val/' + k: result[k] for k in ('iou', 'maxf', 'miou')
+                                                if k in result and np.isfinite(result[k])}),
+                                 self._overlays())
+        if improved:  # best before last: a kill in between never leaves a best MaxF without its weights
+            self.run.save_checkpoint(self.sess, self.saver, 'best', state)
+        self.run.save_checkpoint(self.sess, self.saver, 'last', state)
+        self.completed = epoch
+        if not self.config.val:
+            return ''
+        return 'val road IoU %.3f MaxF %.3f on %d val images%s%s' % (
+            result['iou'], result['maxf'], len(self.config.val),
+            ', mean class IoU %.3f' % result['miou'] if 'miou' in result else '', ' (best)' if improved else '')
+
+    def _validate(self):
+        if not self.config.val:
+            return {}
+        metrics, class_iou = evaluation.evaluate(self.predict, self.config.val, self.fmt.to_onehot,
+                                                 description='validating')
+        return dict(metrics.result(), **({'miou': class_iou.mean()} if class_iou else {}))
+
+    def _overlays(self):
+        paths = [image for image, _ in self.config.val[:OVERLAYS_PER_EPOCH]]
+        return [('val/%s' % os.path.basename(path),
+                 infer_files.overlay(image, probabilities, self.fmt.road_class, self.fmt.palette))
+                for path, image, probabilities in infer_files.predictions(self.predict, paths)]
+
+
+def check_run_data(config):
+    """Decode every validation and test label before training; returns warnings to print."""
+    fmt = datasets.label_format(config.dataset, config.classes)
+    warnings = [datasets.check_labels(config.val, fmt, 'validation'), datasets.check_labels(config.test, fmt, 'test')]
+    return [warning for warning in warnings if warning]
+
+
+def fit(run, config):
+    """Train the run from its last checkpoint (if any) to config.epochs; returns the epoch losses trained.
+
+    Ctrl-C keeps the last checkpoint (the end of the last completed epoch) and stops with KeyboardInterrupt;
+    a diverging loss stops with TrainingDiverged after the run was finished from its best checkpoint.
+    """
+    tf.reset_default_graph()
+    tf.set_random_seed(config.seed)
+    fmt = datasets.label_format(config.dataset, config.classes)
+    with tf.Session(config=session_config(config.xla, config.mixed_precision)) as sess:
+        fcn8 = model.build_fcn8(sess, config.vgg_path, fmt.num_classes, tuple(config.skip_scales),
+                                config.freeze_encoder, config.mixed_precision, config.clip_norm or None)
+        state = {'epoch': 0, 'best_maxf': -math.inf}
+        saved = run.checkpoint('last')
+        if saved:
+            tf.train.Saver(tf.global_variables()).restore(sess, saved[0])
+            state = saved[1]
+            print('Resuming %s after epoch %d of %d' % (run.path, state['epoch'], config.epochs))
+        get_batches_fn = batches.batch_function(config.train, tuple(config.image_shape), seed=config.seed,
+                                                first_epoch=state['epoch'], to_onehot=fmt.to_onehot,
+                                                augment=config.augment)
+        reporter = EpochReporter(sess, fcn8, run, config, state)
+        started = time.time()
+        try:
+            history = train_nn(sess, config.epochs, config.batch_size, get_batches_fn, fcn8.train_op, fcn8.loss,
+                               fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
+                               keep_prob_value=config.keep_prob, learning_rate_value=learning_rate_schedule(config),
+                               start_epoch=state['epoch'], on_epoch_end=reporter)
+        except FloatingPointError as error:
+            raise TrainingDiverged('%s. Epoch %d was the last completed one' % (error, reporter.completed)) from error
+        except tf.errors.ResourceExhaustedError:
+            raise OutOfMemory(
+                'out of memory in epoch %d at --batch-size %d, --image-shape %d %d. Lower --batch-size or '
+                '--image-shape, or switch on --freeze-encoder or --mixed-precision; the checkpoints saved so far '
+                'stay usable: python main.py train --resume %s --batch-size %d'
+                % (reporter.completed + 1, config.batch_size, config.image_shape[0], config.image_shape[1],
+                   run.path, max(1, config.batch_size // 2))) from None
+        finally:
+            run.close()
+    if history:
+        best = ('best validation MaxF %.3f' % reporter.best_maxf if config.val
+                else 'no validation set: the last epoch is the model')
+        print('Trained epochs %d-%d on %d train images in %.0fs: train loss %.4f -> %.4f; %s'
+              % (state['epoch'] + 1, config.epochs, len(config.train), time.time() - started, history[0],
+                 history[-1], best))
+    return history
+
+
+def chosen_checkpoint(run):
+    """(name, prefix, state) of the checkpoint that is the run's model: best, else last; None if neither."""
+    for name in ('best', 'last'):
+        found = run.checkpoint(name)
+        if found:
+            return (name,) + found
+    return None
+
+
+def finish_run(run, config):
+    """Export the chosen checkpoint, then its test measures and its overlays: one model for all three.
+
+    Returns the test measures ({} without labelled test images).
+    """
+    chosen = chosen_checkpoint(run)
+    if chosen is None:
+        raise DatasetError('%s has no checkpoint yet: train at least one epoch (python main.py train --resume %s)'
+                           % (run.path, run.path))
+    name, prefix, state = chosen
+    export_dir = inference.export_inference_model(prefix, os.path.join(run.path, inference.EXPORT_FOLDER),
+                                                  config.vgg_path, model_info(config), tuple(config.skip_scales))
+    print('Exported the %s checkpoint (epoch %d) to %s' % (name, state['epoch'], export_dir))
+    exported = inference.ExportedModel(export_dir)
+    try:
+        results = _test_measures(exported, config)
+        if results:
+            run.write_test_metrics(dict(results, checkpoint=name, epoch=state['epoch']))
+        written, skipped = _overlays(exported, config.test_images, run.path)
+    finally:
+        exported.close()
+    print('Saved %d test overlays to %s%s' % (written, run.path, '; %d unreadable image(s) skipped' % skipped
+                                                                   if skipped else ''))
+    return results
+
+
+def _test_measures(exported, config):
+    if not config.test:
+        return {}
+    fmt = datasets.label_format(config.dataset, config.classes)
+    metrics, class_iou = evaluation.evaluate(exported, config.test, fmt.to_onehot, description='testing')
+    return dict(metrics.result(), **({'miou': class_iou.mean()} if class_iou else {}))
+
+
+def _overlays(exported, paths, out_dir):
+    """The run's test overlays, named like the images (the classic exercise's runs/<timestamp>/<name>.png)."""
+    skipped = []
+    plan = {path: [os.path.join(out_dir, os.path.basename(path))] for path in paths}
+    written = infer_files.write_image_predictions(exported, plan,
+                                                  on_unreadable=lambda path, error: skipped.append(path))
+    for path in skipped:
+        tqdm.write('skipped unreadable test image %s' % path)
+    return written, len(skipped)
