@@ -23,20 +23,28 @@ def _umask():
 
 
 @contextlib.contextmanager
-def writing(path, mode='wb'):
-    """Open a temporary file beside `path`; renamed to `path` when the block ends without an error."""
+def staged_path(path):
+    """Yield a temporary path beside `path` (same extension) for writers that take a file name, such as
+    ffmpeg; it is synced and renamed to `path` when the block ends without an error, else removed."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=os.path.splitext(path)[1], dir=directory)
+    os.close(fd)
     os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide a user's files from their group
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield temporary
+        with open(temporary, 'rb') as written:
+            os.fsync(written.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def writing(path, mode='wb'):
+    """Open a temporary file beside `path`; renamed to `path` when the block ends without an error."""
+    with staged_path(path) as temporary, open(temporary, mode) as f:
+        yield f
 
 
 def write_file(path, data):

@@ -278,6 +278,8 @@ def measure_model(vgg_path, batches, min_seconds, checkpoint_prefix, xla=False, 
     The weights are then saved at `checkpoint_prefix`, for time_exported_model.
     """
     graph = tf.Graph()
+    if xla:
+        process_tuning.let_xla_cluster_on_cpu()
     config = training.session_config(xla=xla, mixed_precision=mixed_precision)
     with graph.as_default(), tf.Session(graph=graph, config=config) as sess:
         model = fcn8.build_fcn8(sess, vgg_path, fcn8.NUM_CLASSES, mixed_precision=mixed_precision)

@@ -1,7 +1,8 @@
 """python main.py infer: which inputs, which output names, and writing overlays without replacing anyone's files.
 
-Inputs are never written to. Outputs are <name>_overlay.png (and <name>_road.png with masks); two inputs
-that would share an output name get distinct ones; an existing file is only replaced when asked (--overwrite).
+Inputs are never written to. Outputs are <name>_overlay.png (and <name>_road.png with masks), or for a video
+<name>_overlay.mp4 (and <name>_road.mp4; see video.py); two inputs that would share an output name get
+distinct ones; an existing file is only replaced when asked (--overwrite).
 """
 import collections
 import glob
@@ -12,9 +13,11 @@ from tqdm import tqdm
 
 import atomic
 import images
+import video
 from errors import DatasetError, OutputError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+IMAGE_SUFFIXES = ('_overlay.png', '_road.png')
 RUN_FOLDER_MARK = 'run.json'
 
 
@@ -62,10 +65,10 @@ def output_stems(paths):
     return stems
 
 
-def planned_outputs(paths, out_dir, suffixes):
-    """{input path: [output paths]} for the given suffixes (e.g. '_overlay.png')."""
+def planned_outputs(paths, out_dir, suffixes_of):
+    """{input path: [output paths]}, with the suffixes suffixes_of(path) gives (e.g. ['_overlay.png'])."""
     stems = output_stems(paths)
-    return {path: [os.path.join(out_dir, stems[path] + suffix) for suffix in suffixes] for path in paths}
+    return {path: [os.path.join(out_dir, stems[path] + suffix) for suffix in suffixes_of(path)] for path in paths}
 
 
 def check_outputs(plan, inputs, out_dir, overwrite):
@@ -119,15 +122,43 @@ def predictions(predict, paths, batch_size=8, on_unreadable=None):
             yield path, image, probabilities
 
 
+def renderers(predict, masks=False):
+    """What each output of an input holds, as render(image, probabilities): its overlay, and with `masks` its
+    road probability as 8-bit grey."""
+    def road(image, probabilities):
+        return images.probability_image(probabilities[..., predict.road_class])
+
+    def painted(image, probabilities):
+        return overlay(image, probabilities, predict.road_class, predict.palette)
+
+    return [painted, road] if masks else [painted]
+
+
 def write_image_predictions(predict, plan, masks=False, on_unreadable=None):
     """Write each image's overlay (and road probability) at its own size; returns how many were written."""
     written = 0
     results = predictions(predict, sorted(plan), on_unreadable=on_unreadable)
-    for path, image, probabilities in tqdm(results, total=len(plan), desc='infer', unit='img'):
-        targets = plan[path]
-        atomic.write_image(targets[0], overlay(image, probabilities, predict.road_class, predict.palette))
-        if masks:
-            atomic.write_image(targets[1], images.probability_image(probabilities[..., predict.road_class]))
+    for path, image, probabilities in tqdm(results, total=len(plan), desc='infer', unit='img', disable=not plan):
+        for target, render in zip(plan[path], renderers(predict, masks)):
+            atomic.write_image(target, render(image, probabilities))
+        written += 1
+    return written
+
+
+def write_video_predictions(predict, plan, masks=False, on_unreadable=None):
+    """Write each video's overlay video (and road probability video); returns how many were written.
+
+    An unreadable video raises DatasetError, or with `on_unreadable` is passed to it as (path, error) and skipped.
+    """
+    written = 0
+    for path in sorted(plan):
+        try:
+            video.write_predictions(predict, path, list(zip(plan[path], renderers(predict, masks))))
+        except DatasetError as error:
+            if on_unreadable is None:
+                raise
+            on_unreadable(path, error)
+            continue
         written += 1
     return written
 
@@ -139,14 +170,24 @@ def overlay(image, probabilities, road_class, palette=None):
     return images.road_overlay(image, probabilities[..., road_class])
 
 
+def is_onnx_model(path):
+    """An .onnx name, or any file: a SavedModel (a run's export/) is always a folder."""
+    return path.lower().endswith('.onnx') or os.path.isfile(path)
+
+
 def open_model(path):
-    """The trained model at `path`: a run folder or its export/ (TensorFlow is imported here, only for those)."""
+    """The trained model at `path`: an ONNX file (onnxruntime only), or a run folder or its export/ (TensorFlow is
+    imported here, only for those)."""
+    if is_onnx_model(path):
+        return importlib.import_module('onnx_model').OnnxModel(path)
     return importlib.import_module('inference').ExportedModel(path)
 
 
 def infer(args):
-    """Overlays (and masks) of images at their own size; unreadable ones are listed and skipped (exit status 1)."""
-    paths = expand_inputs(args.inputs)
+    """Overlays (and masks) of images and videos at their own size; unreadable ones are listed and skipped
+    (exit status 1)."""
+    paths = expand_inputs(args.inputs, IMAGE_EXTENSIONS + video.VIDEO_EXTENSIONS)
+    videos = {path for path in paths if video.is_video(path)}
     predict = open_model(args.model)
     out_dir = args.out or atomic.new_timestamped_folder('runs')
     failed = []
@@ -157,15 +198,19 @@ def infer(args):
 
     try:
         os.makedirs(out_dir, exist_ok=True)
-        plan = planned_outputs(paths, out_dir, ('_overlay.png', '_road.png'))
+        plan = planned_outputs(paths, out_dir, lambda path: video.OUTPUT_SUFFIXES if path in videos
+                               else IMAGE_SUFFIXES)
         check_outputs(plan, paths, out_dir, args.overwrite)
-        written = write_image_predictions(predict, plan, args.masks, report_unreadable)
+        images_written = write_image_predictions(
+            predict, {path: plan[path] for path in plan if path not in videos}, args.masks, report_unreadable)
+        videos_written = write_video_predictions(
+            predict, {path: plan[path] for path in videos}, args.masks, report_unreadable)
     finally:
         predict.close()
         if args.out is None and not os.listdir(out_dir):
             os.rmdir(out_dir)  # a failed infer leaves no empty runs/<timestamp>
-    print('infer: %d of %d images written to %s%s' % (written, len(paths), out_dir,
-                                                     '; %d unreadable input(s) skipped' % len(failed) if failed
-                                                     else ''))
+    counts = [(images_written, len(paths) - len(videos), 'images'), (videos_written, len(videos), 'videos')]
+    print('infer: %s written to %s%s' % (' and '.join('%d of %d %s' % count for count in counts if count[1]), out_dir,
+                                         '; %d unreadable input(s) skipped' % len(failed) if failed else ''))
     if failed:
         raise SystemExit(1)

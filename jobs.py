@@ -5,6 +5,7 @@ import os
 import time
 
 import atomic
+import cityscapes
 import datasets
 import downloads
 import evaluation
@@ -22,7 +23,11 @@ from tfv1 import tf
 EVALUATE_JSON_KEYS = ('iou', 'maxf', 'ap', 'precision', 'recall', 'fpr', 'fnr', 'images')
 # Settings a run's model or data depend on: --resume refuses to change them.
 FIXED_ON_RESUME = ('data_dir', 'vgg_dir', 'image_shape', 'skip_scales', 'seed', 'freeze_encoder', 'mixed_precision',
-                   'dataset', 'classes', 'val_fraction', 'val_drive', 'labels', 'vgg_source', 'kitti_url')
+                   'dataset', 'classes', 'val_fraction', 'val_drive', 'val_cities', 'labels', 'vgg_source',
+                   'kitti_url')
+# What a run's labelled "test" images are, where they are not a test split.
+TEST_SET_NAMES = {'cityscapes': 'Cityscapes val images (its test labels are not public; no run trains or chooses '
+                                'its checkpoint on val)'}
 
 
 # --------------------------------------------------------------------------- datasets of a run
@@ -30,6 +35,8 @@ FIXED_ON_RESUME = ('data_dir', 'vgg_dir', 'image_shape', 'skip_scales', 'seed', 
 def detect_dataset(args):
     if args.dataset != 'auto':
         return args.dataset
+    if cityscapes.is_cityscapes(args.data_dir):
+        return 'cityscapes'
     return 'camvid' if datasets.is_camvid(args.data_dir) else 'kitti'
 
 
@@ -53,8 +60,17 @@ def kitti_splits(args):
 
 
 def training_data(args):
-    """(dataset, root, train, validation, labelled test, images to overlay) of --data-dir."""
+    """(dataset, root, train, validation, labelled test, images to overlay) of --data-dir.
+
+    Cityscapes' own default --image-shape is applied here, where the dataset becomes known.
+    """
     dataset = detect_dataset(args)
+    if dataset == 'cityscapes':
+        splits = cityscapes.run_splits(args.data_dir, args.val_cities)
+        if 'image_shape' not in args.given:
+            args.image_shape = cityscapes.DEFAULT_IMAGE_SHAPE
+        print(cityscapes.describe(splits, args.val_cities, args.image_shape))
+        return dataset, args.data_dir, splits.train, splits.val, splits.test, splits.overlays
     if dataset == 'camvid':
         train, val, test = camvid_splits(args.data_dir, args.val_drive)
         return dataset, args.data_dir, train, val, test, [image for image, _ in (test or val)]
@@ -82,14 +98,27 @@ def run_config(args, dataset, data_root, vgg_path, train, val, test, test_images
 
 # --------------------------------------------------------------------------- jobs
 
-def start_run(args, config):
-    """A new run folder holding `config`, once its data has been checked (a failed start leaves nothing)."""
+def train_new_run(args, config):
+    """Check the data, make the run's folder, train and finish; a run that fails before its first checkpoint
+    leaves no folder behind."""
     for warning in training.check_run_data(config):
         print(warning)
+    announce_device(config)
     run = run_folder.RunFolder(atomic.new_timestamped_folder(args.runs_dir))
-    run.write_config(config)
-    run.lock()
-    return run
+    try:
+        with run.owned():
+            run.write_config(config)
+            return run, train_and_finish(run, config)
+    except BaseException:
+        run.remove_if_nothing_trained()
+        raise
+
+
+def announce_device(config):
+    """Say which device trains. Before TensorFlow first looks at its devices: XLA's CPU switch is read then."""
+    if config.xla:
+        process_tuning.let_xla_cluster_on_cpu()
+    print(process_tuning.describe_device(tf))
 
 
 def train_and_finish(run, config):
@@ -108,32 +137,38 @@ def train_and_finish(run, config):
 def train(args):
     """The main job: KITTI Road (or CamVid) + pretrained VGG16, or --resume RUN_DIR."""
     if args.resume:
-        run, config = resume_run(args)
+        run, config, results = resume(args)
     else:
         dataset, data_root, train_pairs, val, test, overlays = training_data(args)
         vgg_path = args.vgg_dir or downloads.ensure_vgg(args.data_dir, args.vgg_source)
         config = run_config(args, dataset, data_root, vgg_path, train_pairs, val, test, overlays)
-        run = start_run(args, config)
-    print(process_tuning.describe_device(tf))
-    results = train_and_finish(run, config)
+        run, results = train_new_run(args, config)
     print('train: done, %s, model and overlays in %s' % (test_summary(results, config), run.path))
 
 
 def test_summary(results, config):
     if not results:
         return 'no labelled test images'
-    return 'test road IoU %.3f (MaxF %.3f) on %d test images' % (results['iou'], results['maxf'], len(config.test))
+    classes = ', mean class IoU %.3f' % results['miou'] if 'miou' in results else ''
+    return 'test road IoU %.3f (MaxF %.3f)%s on %d %s' % (results['iou'], results['maxf'], classes, len(config.test),
+                                                         TEST_SET_NAMES.get(config.dataset, 'test images'))
 
 
-def resume_run(args):
-    """The run of --resume with the flags given now applied (those a run can change) and recorded."""
+def resume(args):
+    """Continue the run of --resume, with the flags given now (those a run may change) applied and recorded."""
     run = run_folder.RunFolder.existing(args.resume)
-    config = run.read_config()
     refused = sorted(args.given & set(FIXED_ON_RESUME))
     if refused:
         raise RunFolderError('%s cannot change on --resume (the run\'s model and data depend on it); start a new '
                              'run instead' % ', '.join('--' + name.replace('_', '-') for name in refused))
-    run.lock()
+    with run.owned():
+        config = resumed_config(run, args)
+        announce_device(config)
+        return run, config, train_and_finish(run, config)
+
+
+def resumed_config(run, args):
+    config = run.read_config()
     last = run.checkpoint('last')
     done = last[1]['epoch'] if last else 0
     if 'epochs' in args.given and args.epochs < done:
@@ -145,15 +180,15 @@ def resume_run(args):
     if changed:
         run.write_config(config)
         print('Resuming with %s (recorded in run.json)' % ', '.join('%s=%s' % item for item in changed.items()))
-    return run, config
+    return config
 
 
 def finish(args):
     """python main.py finish RUN: the run's model from its best checkpoint, without training more."""
     run = run_folder.RunFolder.existing(args.run)
-    run.lock()
-    config = run.read_config()
-    results = training.finish_run(run, config)
+    with run.owned():
+        config = run.read_config()
+        results = training.finish_run(run, config)
     print('finish: %s, model and overlays in %s' % (test_summary(results, config), run.path))
 
 
@@ -176,8 +211,7 @@ def demo(args):
                             [image for image, _ in (test or val)])
     else:
         config = generated_roads_config(args, demo_dir, vgg_path)
-    run = start_run(args, config)
-    results = train_and_finish(run, config)
+    run, results = train_new_run(args, config)
     if results:
         print('demo: test road IoU %.2f on %d test images, overlays in %s' % (results['iou'], len(config.test),
                                                                              run.path))
@@ -200,6 +234,8 @@ def generated_roads_config(args, demo_dir, vgg_path):
 
 def evaluation_pairs(args):
     """(labelled pairs, a sentence saying which they are) for evaluate's --data-dir and --split."""
+    if cityscapes.is_cityscapes(args.data_dir):
+        return cityscapes.evaluation_pairs(args.data_dir, args.split)
     if datasets.is_camvid(args.data_dir):
         split = args.split or ('test' if datasets.has_camvid_test(args.data_dir) else 'val')
         if split == 'test' and not datasets.has_camvid_test(args.data_dir):
@@ -216,7 +252,7 @@ def evaluate(args):
     exported = inference.ExportedModel(args.model)
     try:
         pairs, which = evaluation_pairs(args)
-        fmt = datasets.label_format(_label_dataset(exported.info.dataset, args), exported.info.classes)
+        fmt = _label_format(exported.info, args)
         metrics, class_iou = evaluation.evaluate(exported, pairs, fmt.to_onehot)
     finally:
         exported.close()
@@ -224,15 +260,28 @@ def evaluate(args):
     print('evaluate: %s, %d images' % (which, len(pairs)))
     print(format_results(results))
     if class_iou:
-        print('\n'.join('IoU %-12s %s' % (name, _percent(iou)) for name, iou in zip(fmt.class_names,
-                                                                                     class_iou.per_class())))
-        print('mean class IoU %s' % _percent(class_iou.mean()))
+        print(evaluation.format_class_iou(class_iou, fmt.class_names))
     if args.json:
-        print(json.dumps({key: _json_number(results['all'].get(key)) for key in EVALUATE_JSON_KEYS}))
+        report = {key: _json_number(results['all'].get(key)) for key in EVALUATE_JSON_KEYS}
+        if class_iou:
+            report.update(evaluation.class_iou_json(class_iou, fmt.class_names))
+        print(json.dumps(report))
+
+
+def _label_format(info, args):
+    """How --data-dir's labels read for a model trained on `info`; DatasetError when they cannot score it."""
+    fmt = datasets.label_format(_label_dataset(info.dataset, args), info.classes)
+    if tuple(fmt.class_names) != tuple(info.class_names):
+        raise DatasetError('the model tells %d classes apart (trained on %s, --classes %s) and the labels of %s %d '
+                           'others; evaluate it on its own kind of data (a road model evaluates on any dataset)'
+                           % (info.num_classes, info.dataset, info.classes, args.data_dir, fmt.num_classes))
+    return fmt
 
 
 def _label_dataset(trained_on, args):
     """The labels of --data-dir are read in the format of its layout (the model may come from another)."""
+    if cityscapes.is_cityscapes(args.data_dir):
+        return 'cityscapes'
     if datasets.is_camvid(args.data_dir):
         return 'camvid'
     return 'kitti-mask' if trained_on == 'kitti-mask' else 'kitti'
@@ -257,10 +306,6 @@ def format_results(results):
     if any(result and math.isnan(result['maxf']) for result in results.values()):
         lines.append('nan: no road pixel in those labels, so MaxF, AP, precision and recall are undefined')
     return '\n'.join(lines)
-
-
-def _percent(value):
-    return 'undefined (class absent)' if math.isnan(value) else '%6.2f%%' % (100 * value)
 
 
 def _json_number(value):

@@ -1,6 +1,6 @@
 """FCN-8 road segmentation on a pretrained VGG16, in TensorFlow 1.x graph style: the command line.
 
-    python main.py [train] [flags]   train on KITTI Road (or CamVid), write the run's model and overlays
+    python main.py [train] [flags]   train on KITTI Road (or CamVid, Cityscapes), write the run's model and overlays
     python main.py demo [flags]      the same, offline: generated roads (or --data-dir CamVid), a small random VGG
     python main.py finish RUN        export, test and overlay a run from its best checkpoint, without training
     python main.py evaluate|infer    measures of a trained model; overlays of new images
@@ -20,9 +20,10 @@ import time
 
 import quiet
 
-if __name__ == '__main__' and not quiet.verbose_requested(sys.argv):
-    quiet.filter_native_stderr()  # before TensorFlow loads: its first log lines come at import
+if __name__ == '__main__':  # before TensorFlow loads: its first log lines come at import
+    quiet.show_everything() if quiet.verbose_requested(sys.argv) else quiet.filter_native_stderr()
 
+import cityscapes  # noqa: E402
 import config  # noqa: E402
 import datasets  # noqa: E402
 import errors  # noqa: E402
@@ -46,15 +47,15 @@ def __getattr__(name):
 DEFAULT_VAL_FRACTION = 1 / 6
 TRAIN_DEFAULTS = dict(vgg='<data-dir>/vgg, downloaded if absent', epochs=25, batch_size=8, learning_rate=1e-4,
                       keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES), augment=True,
-                      clip_norm=0.0)
+                      clip_norm=0.0, image_shape_note='; Cityscapes: %d %d' % cityscapes.DEFAULT_IMAGE_SHAPE)
 DEMO_DEFAULTS = dict(vgg='data/demo/vgg, built with random weights if absent', epochs=15, batch_size=8,
                      learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0],
-                     augment=False, clip_norm=0.0)
+                     augment=False, clip_norm=0.0, image_shape_note='')
 
 
 def _add_training_flags(parser, defaults):
     parser.add_argument('--data-dir', default='data', help='where KITTI (data_road/) and vgg/ live, or a CamVid '
-                                                           'folder (default: data)')
+                                                           'or Cityscapes folder (default: data)')
     parser.add_argument('--runs-dir', default='runs', help='where run folders are written (default: runs)')
     parser.add_argument('--vgg-dir', default=None,
                         help='a VGG16 SavedModel folder to use instead of the default (%s)' % defaults['vgg'])
@@ -65,7 +66,8 @@ def _add_training_flags(parser, defaults):
     parser.add_argument('--keep-prob', type=float, default=defaults['keep_prob'],
                         help='dropout keep probability of fc6/fc7 while training (default: %(default)s)')
     parser.add_argument('--image-shape', type=int, nargs=2, metavar=('H', 'W'), default=defaults['image_shape'],
-                        help='network input size, multiples of %d (default: %%(default)s)' % OUTPUT_MULTIPLE)
+                        help='network input size, multiples of %d (default: %%(default)s%s)'
+                             % (OUTPUT_MULTIPLE, defaults['image_shape_note']))
     parser.add_argument('--skip-scales', type=float, nargs=2, metavar=('POOL4', 'POOL3'),
                         default=defaults['skip_scales'],
                         help='factors on pool4 and pool3 before their scores (default: %(default)s)')
@@ -97,9 +99,10 @@ def build_parser():
     commands = parser.add_subparsers(dest='command')
     train_parser = commands.add_parser('train', help='train on KITTI Road (the default command)')
     _add_training_flags(train_parser, TRAIN_DEFAULTS)
-    train_parser.add_argument('--dataset', choices=('auto', 'kitti', 'camvid'), default='auto',
-                              help='the layout of --data-dir; auto: camvid if it has train/, trainannot/, val/, '
-                                   'valannot/, else KITTI (default: %(default)s)')
+    train_parser.add_argument('--dataset', choices=('auto', 'kitti', 'camvid', 'cityscapes'), default='auto',
+                              help='the layout of --data-dir; auto: cityscapes if it has leftImg8bit/ or gtFine/, '
+                                   'camvid if it has train/, trainannot/, val/, valannot/, else KITTI (default: '
+                                   '%(default)s)')
     train_parser.add_argument('--classes', choices=('road', 'all'), default='road',
                               help='road: road vs the rest; all: every class of the dataset, with per-class IoU '
                                    'and a colour palette in the overlays (default: %(default)s)')
@@ -109,6 +112,9 @@ def build_parser():
     train_parser.add_argument('--val-fraction', type=float, default=DEFAULT_VAL_FRACTION,
                               help='share of each KITTI category held out for validation (default: 1/6; 0: no '
                                    'validation, the last epoch is the model)')
+    train_parser.add_argument('--val-cities', nargs='+', metavar='CITY', default=list(cityscapes.DEFAULT_VAL_CITIES),
+                              help='Cityscapes: the train cities held out to choose the checkpoint, never trained on; '
+                                   'val is kept for the report (default: %s)' % ' '.join(cityscapes.DEFAULT_VAL_CITIES))
     train_parser.add_argument('--resume', metavar='RUN_DIR', default=None,
                               help='continue that run from its last checkpoint; --epochs, --learning-rate, '
                                    '--keep-prob, --batch-size, --clip-norm, --augment and --xla may change')
@@ -127,9 +133,10 @@ def build_parser():
     evaluate_parser.add_argument('--model', required=True, help='a run folder, or its export/ folder')
     evaluate_parser.add_argument('--data-dir', default='data',
                                  help='KITTI: every labelled image of <data-dir>/data_road/training; CamVid: the '
-                                      'split --split names (default: data)')
+                                      'split --split names; Cityscapes: its val split (default: data)')
     evaluate_parser.add_argument('--split', choices=('val', 'test'), default=None,
-                                 help='CamVid split to measure (default: test when test/ exists, else val)')
+                                 help='CamVid split to measure (default: test when test/ exists, else val); '
+                                      'Cityscapes: val only, its test labels are not public')
     evaluate_parser.add_argument('--json', action='store_true', help='also print one JSON object, last')
     _add_verbose_flag(evaluate_parser)
     infer_parser = commands.add_parser('infer', help='road overlays of new images')
@@ -194,7 +201,7 @@ def validate_training_args(args):
         problems.append('--clip-norm must be a finite number >= 0')
     if args.command == 'train':
         if args.classes == 'all' and args.dataset == 'kitti':
-            problems.append('--classes all needs a CamVid dataset (KITTI Road labels only road)')
+            problems.append('--classes all needs a CamVid or Cityscapes dataset (KITTI Road labels only road)')
         if not 0 <= args.val_fraction < 1:
             problems.append('--val-fraction must be in [0, 1)')
     if problems:

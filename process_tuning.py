@@ -83,3 +83,16 @@ def _gpu_name(device):
         if part.startswith('name: '):
             return part[len('name: '):]
     return device.name
+
+
+XLA_CPU_FLAG = '--tf_xla_cpu_global_jit'
+
+
+def let_xla_cluster_on_cpu():
+    """XLA's auto-clustering leaves the CPU out unless TF_XLA_FLAGS says otherwise: --xla means the CPU too.
+
+    TensorFlow reads the variable when it first compiles, so this works after import, before the first step.
+    """
+    flags = os.environ.get('TF_XLA_FLAGS', '')
+    if XLA_CPU_FLAG not in flags.split():
+        os.environ['TF_XLA_FLAGS'] = (flags + ' ' + XLA_CPU_FLAG).strip()

@@ -26,6 +26,11 @@ def verbose_requested(argv):
     return '--verbose' in argv or os.environ.get(VERBOSE_VARIABLE, '').strip() not in ('', '0')
 
 
+def show_everything():
+    """--verbose: TensorFlow's C++ log at its own default level (tfv1 lowers it to errors otherwise)."""
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '0')
+
+
 def filter_native_stderr():
     """Route descriptor 2 through a thread that drops TensorFlow's start-up noise; the rest goes on unchanged."""
     terminal = os.dup(2)

@@ -13,12 +13,14 @@
 Everything is written through atomic.py. Reading never changes the folder; one process at a time may
 train in it (a lock that the system releases when the process dies, even by kill -9).
 """
+import contextlib
 import csv
 import errno
 import fcntl
 import io
 import json
 import os
+import shutil
 
 import imageio.v3 as iio
 
@@ -51,8 +53,17 @@ class RunFolder:
 
     # ----------------------------------------------------------------- ownership
 
-    def lock(self):
-        """Take the run for this process; RunFolderError if another process is training in it."""
+    @contextlib.contextmanager
+    def owned(self):
+        """Hold the run for this process during the block; RunFolderError if another process holds it."""
+        self._lock_run()
+        try:
+            yield self
+        finally:
+            self.close()
+            self._unlock_run()
+
+    def _lock_run(self):
         handle = open(os.path.join(self.path, LOCK_FILE), 'a+')
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -64,6 +75,11 @@ class RunFolder:
             raise
         self._lock = handle
         self.remove_leftovers()
+
+    def remove_if_nothing_trained(self):
+        """Remove the folder of a run that stopped before its first checkpoint: a failed start leaves no litter."""
+        if self.checkpoint('last') is None:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def remove_leftovers(self):
         """Remove what writes cut short left behind (only the process holding the lock may)."""
@@ -149,7 +165,7 @@ class RunFolder:
             self._writer.close()
             self._writer = None
 
-    def unlock(self):
+    def _unlock_run(self):
         if self._lock is not None:
             self._lock.close()
             self._lock = None

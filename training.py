@@ -117,6 +117,12 @@ def learning_rate_schedule(config):
     return lambda epoch: config.learning_rate
 
 
+def selection_measure(fmt):
+    """(key, name) of what validation picks the best checkpoint by: what the dataset's benchmark ranks, mean class
+    IoU for a model of all classes (Cityscapes, CamVid), road MaxF for a road model (KITTI)."""
+    return ('miou', 'mean class IoU') if fmt.num_classes > 2 else ('maxf', 'road MaxF')
+
+
 class EpochReporter:
     """After each epoch: validation metrics, metrics.csv, TensorBoard, then the best and last checkpoints."""
 
@@ -126,7 +132,8 @@ class EpochReporter:
         self.fmt = datasets.label_format(config.dataset, config.classes)
         self.predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
                                                   tuple(config.image_shape), self.fmt.road_class, self.fmt.palette)
-        self.best_maxf, self.completed = state['best_maxf'], state['epoch']
+        self.measure, self.measure_name = selection_measure(self.fmt)
+        self.best, self.completed = state.get('best_' + self.measure, -math.inf), state['epoch']
         self.rows = [row for row in run.read_metrics() if int(row['epoch']) <= self.completed]
         # train_nn checks the loss computed before each update: the epoch's last update is checked here.
         self.weights_finite = tf.reduce_all([tf.reduce_all(tf.is_finite(v)) for v in tf.trainable_variables()])
@@ -136,11 +143,11 @@ class EpochReporter:
             raise FloatingPointError('the weights became non-finite in epoch %d; lower --learning-rate or set '
                                      '--clip-norm' % epoch)
         result = self._validate()
-        improved = not self.config.val or (np.isfinite(result.get('maxf', np.nan))
-                                           and result['maxf'] > self.best_maxf)
+        improved = not self.config.val or (np.isfinite(result.get(self.measure, np.nan))
+                                           and result[self.measure] > self.best)
         if improved and self.config.val:
-            self.best_maxf = result['maxf']
-        state = {'epoch': epoch, 'best_maxf': float(self.best_maxf), 'loss': float(loss),
+            self.best = result[self.measure]
+        state = {'epoch': epoch, 'best_' + self.measure: float(self.best), 'loss': float(loss),
                  'validation': {key: float(result[key]) for key in ('iou', 'maxf', 'miou') if key in result}}
         # The metrics row before the checkpoints: a kill in between re-trains this epoch and rewrites its row.
         self.rows = [row for row in self.rows if int(row['epoch']) < epoch]
@@ -152,7 +159,7 @@ class EpochReporter:
                                              **{'val/' + k: result[k] for k in ('iou', 'maxf', 'miou')
                                                 if k in result and np.isfinite(result[k])}),
                                  self._overlays())
-        if improved:  # best before last: a kill in between never leaves a best MaxF without its weights
+        if improved:  # best before last: a kill in between never leaves a best score without its weights
             self.run.save_checkpoint(self.sess, self.saver, 'best', state)
         self.run.save_checkpoint(self.sess, self.saver, 'last', state)
         self.completed = epoch
@@ -195,7 +202,7 @@ def fit(run, config):
     with tf.Session(config=session_config(config.xla, config.mixed_precision)) as sess:
         fcn8 = model.build_fcn8(sess, config.vgg_path, fmt.num_classes, tuple(config.skip_scales),
                                 config.freeze_encoder, config.mixed_precision, config.clip_norm or None)
-        state = {'epoch': 0, 'best_maxf': -math.inf}
+        state = {'epoch': 0}
         saved = run.checkpoint('last')
         if saved:
             tf.train.Saver(tf.global_variables()).restore(sess, saved[0])
@@ -223,7 +230,7 @@ def fit(run, config):
         finally:
             run.close()
     if history:
-        best = ('best validation MaxF %.3f' % reporter.best_maxf if config.val
+        best = ('best validation %s %.3f' % (reporter.measure_name, reporter.best) if config.val
                 else 'no validation set: the last epoch is the model')
         print('Trained epochs %d-%d on %d train images in %.0fs: train loss %.4f -> %.4f; %s'
               % (state['epoch'] + 1, config.epochs, len(config.train), time.time() - started, history[0],

@@ -1,0 +1,184 @@
+"""The model: the VGG contract and its errors, the VGG builder, build_fcn8 and the training options."""
+import os
+import shutil
+
+import numpy as np
+
+from fixtures import SMALL_SHAPE, SMALL_WIDTH, expect_error, scratch_dir, small_dataset, small_vgg
+
+import batches  # noqa: E402
+import datasets  # noqa: E402
+import errors  # noqa: E402
+import main  # noqa: E402
+import model  # noqa: E402
+import training  # noqa: E402
+import vgg_builder  # noqa: E402
+from tfv1 import tf  # noqa: E402
+
+
+# --------------------------------------------------------------------------- load_vgg on bad models
+
+def _write_savedmodel(export_dir, tag, tensor_names):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        x = tf.placeholder(tf.float32, [None, None, None, 3], name='image_input')
+        for name in tensor_names:
+            tf.identity(x, name=name)
+        builder = tf.saved_model.Builder(export_dir)
+        builder.add_meta_graph_and_variables(sess, [tag])
+        builder.save()
+    return export_dir
+
+
+def _load_vgg_error(vgg_path, *contains):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        message = expect_error(errors.VGGModelError, main.load_vgg, sess, vgg_path, contains=contains)
+    assert '\n' not in message, 'one line'
+    return message
+
+
+def _damaged_copy(name, damage):
+    copy = os.path.join(scratch_dir(name), 'vgg')
+    shutil.copytree(small_vgg(), copy)
+    damage(copy)
+    return copy
+
+
+def _truncate(path, size):
+    with open(path, 'r+b') as f:
+        f.truncate(size)
+
+
+def test_load_vgg_says_in_one_line_what_is_wrong_with_a_bad_model():
+    folder = scratch_dir('badvgg')
+    _load_vgg_error(os.path.join(folder, 'absent'), 'absent', 'no SavedModel', '--vgg-dir')
+    _load_vgg_error(_write_savedmodel(os.path.join(folder, 'wrong_tag'), 'serve', ['layer3_out']),
+                    "no graph tagged 'vgg16'")
+    _load_vgg_error(_write_savedmodel(os.path.join(folder, 'partial'), 'vgg16', ['layer3_out', 'layer4_out']),
+                    'keep_prob:0', 'layer7_out:0', 'image_input')
+    data = os.path.join('variables', 'variables.data-00000-of-00001')
+    _load_vgg_error(_damaged_copy('corrupt-pb', lambda vgg: _truncate(os.path.join(vgg, 'saved_model.pb'), 100)),
+                    'saved_model.pb is damaged')
+    _load_vgg_error(_damaged_copy('no-variables', lambda vgg: shutil.rmtree(os.path.join(vgg, 'variables'))),
+                    'variables are missing or damaged')
+    _load_vgg_error(_damaged_copy('truncated', lambda vgg: _truncate(os.path.join(vgg, data), 1000)),
+                    'variables are missing or damaged')
+
+
+def test_main_py_reports_a_damaged_vgg_in_one_line():
+    vgg = _damaged_copy('cli-corrupt', lambda vgg: _truncate(os.path.join(vgg, 'saved_model.pb'), 100))
+    runs = scratch_dir('cli-corrupt-runs')
+    from fixtures import run_main, train_args
+    argv = train_args(runs, 1)
+    argv[argv.index('--vgg-dir') + 1] = vgg
+    _, message = run_main(argv)
+    assert message.startswith('main.py train: ') and 'saved_model.pb is damaged' in message, message
+    assert os.listdir(runs) == [], 'a failed start leaves no run folder'
+
+
+# --------------------------------------------------------------------------- the VGG builder
+
+def test_random_vgg16_has_the_vgg16_structure_at_any_width():
+    full = vgg_builder.vgg16_kernel_shapes()
+    assert len(full) == 15 and full['block1_conv1'] == (3, 3, 3, 64) and full['block5_conv3'] == (3, 3, 512, 512)
+    assert full['fc6'] == (7, 7, 512, 4096) and full['fc7'] == (1, 1, 4096, 4096)
+    small = vgg_builder.vgg16_kernel_shapes(0.25)
+    assert small['block3_conv3'] == (3, 3, 64, 64) and small['fc7'] == (1, 1, 1024, 1024)
+    weights = vgg_builder.random_vgg16_weights(0.25, seed=4)
+    again = vgg_builder.random_vgg16_weights(0.25, seed=4)
+    assert all(np.array_equal(weights[n][0], again[n][0]) for n in weights), 'same seed, same weights'
+    fan_in = 3 * 3 * 64
+    assert abs(weights['block3_conv3'][0].std() - np.sqrt(2 / fan_in)) < 0.01
+    expect_error(ValueError, vgg_builder.vgg16_kernel_shapes, 0, contains=('width',))
+
+
+def test_write_vgg16_savedmodel_refuses_to_overwrite():
+    target = small_vgg()
+    expect_error(FileExistsError, vgg_builder.write_random_vgg16, target, SMALL_WIDTH, contains=(target,))
+    leftovers = [name for name in os.listdir(os.path.dirname(target)) if name != 'vgg']
+    assert leftovers == [], leftovers
+
+
+# --------------------------------------------------------------------------- build_fcn8 and training options
+
+def _vgg_weights(sess):
+    return {v.op.name: sess.run(v) for v in tf.global_variables() if v.op.name.split('/')[0] in
+            vgg_builder.vgg16_kernel_shapes() and 'Adam' not in v.op.name}
+
+
+def test_build_fcn8_keeps_the_pretrained_vgg_weights_bit_for_bit():
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model.load_vgg(sess, small_vgg())
+        loaded = _vgg_weights(sess)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model.build_fcn8(sess, small_vgg(), 2)
+        built = _vgg_weights(sess)
+    assert len(loaded) == 30 and loaded.keys() == built.keys()
+    assert all(np.array_equal(loaded[name], built[name]) for name in loaded), 'the VGG weights were re-initialised'
+
+
+def _one_training_step(sess, fcn8):
+    pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    images, labels = next(batches.batch_function(pairs[:2], SMALL_SHAPE)(2))
+    _, loss = sess.run([fcn8.train_op, fcn8.loss], {fcn8.image_input: images, fcn8.correct_label: labels,
+                                                    fcn8.learning_rate: 1e-3})
+    return loss
+
+
+def test_freeze_encoder_trains_only_the_decoder_fc6_and_fc7_included():
+    with tf.Graph().as_default(), tf.Session() as sess:
+        fcn8 = model.build_fcn8(sess, small_vgg(), 2, freeze_encoder=True)
+        encoder = [v for v in tf.trainable_variables() if v.op.name.split('/')[0] in vgg_builder.vgg16_kernel_shapes()]
+        decoder = [v for v in tf.trainable_variables() if v.name.startswith('fcn8')]
+        assert {v.op.name.split('/')[0] for v in encoder} >= {'fc6', 'fc7', 'block1_conv1'}
+        before = sess.run(encoder + decoder)
+        assert np.isfinite(_one_training_step(sess, fcn8))
+        after = sess.run(encoder + decoder)
+        adam_slots = [v.op.name for v in tf.global_variables() if 'Adam' in v.op.name]
+    assert all(np.array_equal(a, b) for a, b in zip(before[:len(encoder)], after[:len(encoder)]))
+    assert all(not np.array_equal(a, b) for a, b in zip(before[len(encoder):], after[len(encoder):]))
+    assert adam_slots and not [name for name in adam_slots if not name.startswith('fcn8')], 'no Adam state for VGG'
+
+
+def _partition_graph_facts(sess, fcn8):
+    """(op types, dtypes) of the graph TensorFlow actually ran for one training step, after its rewrites."""
+    pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    images, labels = next(batches.batch_function(pairs[:1], SMALL_SHAPE)(1))
+    metadata = tf.RunMetadata()
+    sess.run(fcn8.train_op, {fcn8.image_input: images, fcn8.correct_label: labels, fcn8.learning_rate: 1e-3},
+             options=tf.RunOptions(output_partition_graphs=True), run_metadata=metadata)
+    nodes = [node for graph in metadata.partition_graphs for node in graph.node]
+    return {node.op for node in nodes}, {node.attr['T'].type for node in nodes if 'T' in node.attr}
+
+
+def test_mixed_precision_computes_in_bfloat16_on_this_cpu_with_float32_weights():
+    with tf.Graph().as_default(), tf.Session(config=training.session_config(mixed_precision=True)) as sess:
+        fcn8 = model.build_fcn8(sess, small_vgg(), 2, mixed_precision=True)
+        _, dtypes = _partition_graph_facts(sess, fcn8)
+        variables = [v for v in tf.global_variables() if v.name.startswith(('fcn8', 'block1'))]
+        assert variables and all(v.dtype.base_dtype == tf.float32 for v in variables), 'float32 master weights'
+    with tf.Graph().as_default(), tf.Session(config=training.session_config()) as sess:
+        _, plain_dtypes = _partition_graph_facts(sess, model.build_fcn8(sess, small_vgg(), 2))
+    assert tf.bfloat16.as_datatype_enum in dtypes and tf.bfloat16.as_datatype_enum not in plain_dtypes
+
+
+def _adam_step_size(clip_norm):
+    """How far one Adam step at learning rate 0.1 moves logits whose loss gradient is large."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        scores = tf.Variable(np.full((1, 4, 4, 2), [5.0, -5.0], np.float32))
+        labels = np.zeros((1, 4, 4, 2), np.float32)
+        labels[..., 1] = 1
+        correct_label = tf.placeholder(tf.float32, [None, None, None, 2])
+        rate = tf.placeholder(tf.float32, [])
+        _, train_op, _ = model.optimize(scores, correct_label, rate, 2, clip_norm=clip_norm)
+        sess.run(tf.global_variables_initializer())
+        before = sess.run(scores)
+        sess.run(train_op, {correct_label: labels, rate: 0.1})
+        return np.abs(sess.run(scores) - before).max()
+
+
+def test_clip_norm_clips_the_gradients_adam_receives():
+    # Adam's step is ~learning rate whatever the gradient's scale, until the gradient nears its epsilon (1e-8):
+    # a gradient clipped to a norm of 1e-12 barely moves the weights; unclipped or clipped to 1, the step is 0.1.
+    assert abs(_adam_step_size(None) - 0.1) < 1e-3
+    assert abs(_adam_step_size(1.0) - 0.1) < 1e-3
+    assert _adam_step_size(1e-12) < 1e-2

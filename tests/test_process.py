@@ -1,0 +1,133 @@
+"""The program as a process: what a normal run prints, the device line, XLA, malloc tuning, kernel caching."""
+import json
+import os
+import re
+import sys
+import unittest
+
+from fixtures import ROOT, child_environment, expect_error, main_py, run_main, scratch_dir, train_args
+
+import errors  # noqa: E402
+import main  # noqa: E402
+import process_tuning  # noqa: E402
+import quiet  # noqa: E402
+from tfv1 import tf  # noqa: E402
+
+TENSORFLOW_LINE = re.compile(r'^[IWEF]\d{4} |All log messages before absl|cuda drivers|cuInit', re.MULTILINE)
+
+
+def test_a_normal_run_prints_only_the_projects_lines_and_verbose_shows_tensorflows():
+    runs = scratch_dir('quiet-runs')
+    finished = main_py(train_args(runs, 1, '--xla'))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert not TENSORFLOW_LINE.search(finished.stderr + finished.stdout), finished.stderr[-3000:]
+    assert 'train: done' in finished.stdout and 'device: ' in finished.stdout
+    verbose = main_py(train_args(scratch_dir('verbose-runs'), 1, '--xla', '--verbose'))
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    assert TENSORFLOW_LINE.search(verbose.stderr), 'TensorFlow\'s own lines with --verbose'
+    # --xla reaches the training step: TensorFlow logs its first XLA compilation (seen with --verbose only).
+    assert 'Compiled cluster using XLA' in verbose.stderr
+
+
+def test_the_noise_filter_drops_tensorflows_startup_lines_and_keeps_real_errors():
+    lines = [b'I0000 00:00:1795752752.294139    2383 port.cc:153] oneDNN custom operations are on.',
+             b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR',
+             b'E0000 00:00:1795752755.414847    2383 cuda_platform.cc:52] failed call to cuInit: INTERNAL',
+             b'To enable the following instructions: AVX2 AVX512F, in other operations, rebuild TensorFlow']
+    kept = [b'E0000 00:00:1795752755.414847    2383 op_kernel.cc:1] Not found: model.ckpt',
+            b'F0000 00:00:1795752755.414847    2383 check.cc:1] Check failed', b'Traceback (most recent call last):']
+    assert all(quiet.NOISE.match(line) for line in lines)
+    assert not any(quiet.NOISE.match(line) for line in kept)
+    assert quiet.verbose_requested(['main.py', 'infer', '--verbose'])
+    assert not quiet.verbose_requested(['main.py', 'infer'])
+
+
+def test_the_device_line_names_the_cpu_when_there_is_no_gpu():
+    line = process_tuning.describe_device(tf)
+    gpus = tf.config.list_physical_devices('GPU') if hasattr(tf, 'config') else []
+    if gpus:
+        raise unittest.SkipTest('this machine has a GPU: the no-GPU line cannot be checked')
+    assert line.startswith('device: no GPU') and 'slow' in line and tf.__version__ in line
+
+
+def test_the_session_takes_gpu_memory_as_it_needs_it():
+    import training
+    assert training.session_config().gpu_options.allow_growth
+
+
+MALLOC_PHASES_SCRIPT = """
+import ctypes, ctypes.util, json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import process_tuning
+import training
+from tfv1 import tf
+
+libc = ctypes.CDLL(ctypes.util.find_library('c'))
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks',
+                                                     'fsmblks', 'uordblks', 'fordblks', 'keepcost')]
+libc.mallinfo2.restype = Mallinfo2
+
+def big_block_is_mmapped():
+    before = libc.mallinfo2().hblks
+    block = np.ones(16 * 2 ** 20)  # 128 MB, far above glibc's mmap threshold
+    return libc.mallinfo2().hblks > before
+
+tuned = process_tuning.tune_malloc()
+mmapped_before = big_block_is_mmapped()
+x = tf.Variable(3.0)
+loss = tf.square(x)
+train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+image, label, keep_prob, learning_rate = (tf.placeholder(tf.float32) for _ in range(4))
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    training.train_nn(sess, 1, 1, lambda batch_size: iter([([0.0], [0.0])]), train_op, loss, image, label,
+                      keep_prob, learning_rate)
+print(json.dumps([tuned, mmapped_before, big_block_is_mmapped()]))
+"""
+
+
+def test_malloc_tuning_keeps_big_blocks_in_the_heap_after_the_first_training_step():
+    import subprocess
+    finished = subprocess.run([sys.executable, '-c', MALLOC_PHASES_SCRIPT, ROOT], capture_output=True, text=True,
+                              timeout=120, env=child_environment())
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    tuned, mmapped_before, mmapped_after = json.loads(finished.stdout.strip().splitlines()[-1])
+    if not tuned:
+        raise unittest.SkipTest('not glibc: tune_malloc does nothing here')
+    # Phase 1 leaves big blocks to mmap (TensorFlow's pools grow there); train_nn's first step ends that.
+    assert mmapped_before and not mmapped_after
+
+
+def test_training_refuses_a_process_that_assumes_frozen_weights():
+    os.environ[process_tuning.FROZEN_WEIGHTS_SWITCH] = '1'
+    try:
+        expect_error(errors.ProcessSettingError, main.train_nn, None, 1, 1, None, None, None, None, None, None, None,
+                     contains=(process_tuning.FROZEN_WEIGHTS_SWITCH, 'Unset it'))
+    finally:
+        del os.environ[process_tuning.FROZEN_WEIGHTS_SWITCH]
+    # As a program: main.py stops before writing anything, with the reason. The child gets this folder.
+    data_dir = scratch_dir('frozen-demo')
+    finished = main_py(['demo', '--data-dir', data_dir, '--runs-dir', os.path.join(data_dir, 'runs')],
+                       env=child_environment(**{process_tuning.FROZEN_WEIGHTS_SWITCH: 'true'}))
+    assert finished.returncode != 0 and process_tuning.FROZEN_WEIGHTS_SWITCH in finished.stderr, \
+        finished.stderr[-2000:]
+    assert 'Traceback' not in finished.stderr
+    assert os.listdir(data_dir) == [], os.listdir(data_dir)
+
+
+def test_bad_flags_end_in_one_line():
+    for argv, expected in ((['train', '--image-shape', '100', '576'], 'multiples of 8'),
+                           (['demo', '--keep-prob', '0'], '--keep-prob'),
+                           (['demo', '--learning-rate', 'inf'], '--learning-rate must be a finite number'),
+                           (['demo', '--learning-rate', 'nan'], '--learning-rate must be a finite number'),
+                           (['demo', '--skip-scales', 'nan', '1'], '--skip-scales must be finite'),
+                           (['demo', '--epochs', '0'], '--epochs must be >= 1'),
+                           (['demo', '--batch-size', '0'], '--batch-size must be >= 1'),
+                           (['train', '--val-fraction', '1'], '--val-fraction must be in [0, 1)')):
+        _, message = run_main(argv)
+        assert isinstance(message, str) and expected in message and '\n' not in message, (argv, message)
+    args = main.parse_args(['--epochs', '3'])
+    assert args.command == 'train' and args.epochs == 3 and args.image_shape == (160, 576)
+    assert main.parse_args([]).command == 'train'
