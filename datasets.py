@@ -1,8 +1,9 @@
-"""Dataset layouts on disk (KITTI Road, CamVid) and their labels as one-hot arrays.
+"""Dataset layouts on disk (KITTI Road, CamVid; Cityscapes in cityscapes.py) and their labels as one-hot arrays.
 
 Every layout gives sorted (image path, label path) pairs; every label format turns a decoded label into
-(H, W, classes) booleans where a pixel that must not count (KITTI's don't-care, CamVid's unlabelled) has an
-all-zero row: it adds nothing to the loss (model.optimize) nor to the metrics (evaluation).
+(H, W, classes) booleans where a pixel that must not count (KITTI's don't-care, CamVid's unlabelled,
+Cityscapes' ignored labels) has an all-zero row: it adds nothing to the loss (model.optimize) nor to the
+metrics (evaluation).
 """
 import collections
 import glob
@@ -12,6 +13,7 @@ import re
 import numpy as np
 from tqdm import tqdm
 
+import cityscapes_labels
 import images
 import road_metrics
 from errors import DatasetError
@@ -183,6 +185,10 @@ LABEL_FORMATS = {
     ('camvid', 'road'): LabelFormat(camvid_label_to_onehot, 2, 1, ROAD_CLASSES, ROAD_PALETTE),
     ('camvid', 'all'): LabelFormat(camvid_all_classes_onehot, len(CAMVID_CLASS_NAMES), CAMVID_ROAD,
                                    CAMVID_CLASS_NAMES, CAMVID_PALETTE),
+    ('cityscapes', 'road'): LabelFormat(cityscapes_labels.road_onehot, 2, 1, ROAD_CLASSES, ROAD_PALETTE),
+    ('cityscapes', 'all'): LabelFormat(cityscapes_labels.all_classes_onehot, len(cityscapes_labels.CLASS_NAMES),
+                                       cityscapes_labels.ROAD_TRAIN_ID, cityscapes_labels.CLASS_NAMES,
+                                       cityscapes_labels.PALETTE),
 }
 
 

@@ -40,6 +40,10 @@ class TrainingDiverged(UserError):
     """The loss or the weights stopped being usable; the run's best checkpoint is still there."""
 
 
+class Interrupted(UserError):
+    """Ctrl-C during training; the message says where the run stands and how to continue."""
+
+
 class OutOfMemory(UserError):
     """Training ran out of (GPU) memory; the message names what to lower or switch on."""
 

@@ -3,7 +3,8 @@
     python main.py [train] [flags]   train on KITTI Road (or CamVid, Cityscapes), write the run's model and overlays
     python main.py demo [flags]      the same, offline: generated roads (or --data-dir CamVid), a small random VGG
     python main.py finish RUN        export, test and overlay a run from its best checkpoint, without training
-    python main.py evaluate|infer    measures of a trained model; overlays of new images
+    python main.py evaluate|infer    measures of a trained model; overlays of new images and videos
+    python main.py export --model RUN --onnx F.onnx   the run's model as ONNX, checked against TensorFlow
     python main.py bench [flags]     speed benchmark (bench.py)
 
 The classic exercise's functions live in model.py (load_vgg, layers, optimize) and training.py
@@ -12,11 +13,9 @@ only by the jobs that need it, so that infer with an ONNX model runs where Tenso
 """
 import argparse
 import importlib
-import json
 import math
-import os
+import signal
 import sys
-import time
 
 import quiet
 
@@ -139,14 +138,26 @@ def build_parser():
                                       'Cityscapes: val only, its test labels are not public')
     evaluate_parser.add_argument('--json', action='store_true', help='also print one JSON object, last')
     _add_verbose_flag(evaluate_parser)
-    infer_parser = commands.add_parser('infer', help='road overlays of new images')
-    infer_parser.add_argument('--model', required=True, help='a run folder, or its export/ folder')
-    infer_parser.add_argument('inputs', nargs='+', metavar='INPUT', help='image files, folders or glob patterns')
+    infer_parser = commands.add_parser('infer', help='road overlays of new images and videos')
+    infer_parser.add_argument('--model', required=True,
+                              help='a run folder, its export/ folder, or an .onnx file made by python main.py export '
+                                   '(run by onnxruntime, without TensorFlow)')
+    infer_parser.add_argument('inputs', nargs='+', metavar='INPUT',
+                              help='image or video (mp4, mov, avi, mkv) files, folders or glob patterns; a video '
+                                   'gives <name>_overlay.mp4')
     infer_parser.add_argument('--out', default=None, help='output folder (default: a new runs/<timestamp>)')
     infer_parser.add_argument('--masks', action='store_true',
-                              help='also write the road probability as an 8-bit PNG (<name>_road.png)')
+                              help='also write the road probability as 8-bit grey: <name>_road.png, or for a '
+                                   'video <name>_road.mp4')
     infer_parser.add_argument('--overwrite', action='store_true', help='replace outputs that already exist')
     _add_verbose_flag(infer_parser)
+    export_parser = commands.add_parser('export', help="a run's model as ONNX, kept only if onnxruntime matches "
+                                                       'TensorFlow on it')
+    export_parser.add_argument('--model', required=True, help='a run folder, or its export/ folder')
+    export_parser.add_argument('--onnx', required=True, metavar='FILE', help='the ONNX file to write (e.g. model.onnx)')
+    export_parser.add_argument('--opset', type=int, default=17, help='ONNX opset to convert to (default: %(default)s)')
+    export_parser.add_argument('--overwrite', action='store_true', help='replace FILE if it exists')
+    _add_verbose_flag(export_parser)
     commands.add_parser('bench', add_help=False,
                         help='speed benchmark: data pipelines, training, inference, FLOP ratios '
                              '(python main.py bench --help)')
@@ -212,7 +223,8 @@ def validate_training_args(args):
 # command -> (module, function). The modules are imported when their command runs: infer of an ONNX model
 # must not need TensorFlow.
 JOBS = {'train': ('jobs', 'train'), 'demo': ('jobs', 'demo'), 'finish': ('jobs', 'finish'),
-        'evaluate': ('jobs', 'evaluate'), 'infer': ('infer_files', 'infer')}
+        'evaluate': ('jobs', 'evaluate'), 'infer': ('infer_files', 'infer'),
+        'export': ('onnx_export', 'export')}
 
 
 def set_up_process(args):
@@ -241,16 +253,24 @@ def run(argv=None, own_process=False):
             set_up_process(args)
         module, function = JOBS[args.command]
         getattr(importlib.import_module(module), function)(args)
-    except errors.UserError as error:
-        raise SystemExit('%s: %s' % (command, error))
-    except KeyboardInterrupt:
-        raise SystemExit('%s: interrupted. Nothing half-written was left; a training run continues with '
-                         'python main.py train --resume RUN_DIR from its last completed epoch' % command)
-    except OSError as error:
+    except (errors.UserError, KeyboardInterrupt, OSError) as error:
+        if own_process:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
+        raise SystemExit('%s: %s' % (command, one_line(error))) from None
+
+
+def one_line(error):
+    """What main.py says when a job stops early: the error's own message, or for an interrupt or a failed
+    write, what happened and what to do."""
+    if isinstance(error, KeyboardInterrupt):
+        return ('interrupted. Nothing half-written was left behind; a training run continues with python main.py '
+                'train --resume RUN_DIR from its last completed epoch')
+    if isinstance(error, OSError):
         trouble = errors.disk_trouble(error)
         if trouble is None:
-            raise
-        raise SystemExit('%s: %s' % (command, trouble))
+            raise error
+        return str(trouble)
+    return str(error)
 
 
 if __name__ == '__main__':

@@ -281,4 +281,7 @@ class ClassIoU:
             return true_positive / union
 
     def mean(self):
-        return float(np.nanmean(self.per_class()))
+        """Mean IoU of the defined classes (as cityscapesScripts' getScoreAverage); NaN when none is."""
+        per_class = self.per_class()
+        defined = per_class[~np.isnan(per_class)]
+        return float(defined.mean()) if defined.size else float('nan')

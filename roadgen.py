@@ -13,8 +13,8 @@ a network has to learn the road's shape, texture and context.
 Usage: python roadgen.py OUT_DIR [--train N] [--test N] [--height H --width W] [--seed S]
 """
 import argparse
+import concurrent.futures
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +23,8 @@ import imageio.v3 as iio
 import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
+
+import atomic
 
 CATEGORIES = ('um', 'umm', 'uu')
 ROAD_COLOR = (255, 0, 255)
@@ -36,6 +38,7 @@ _KITTI_TRAIN_SIZE = (375, 1242)
 _KITTI_TEST_SIZES = ((370, 1224), (370, 1226), (376, 1241), (375, 1242))
 _SPLIT_IDS = {'training': 0, 'testing': 1}
 _PROGRESS_MIN_IMAGES = 10
+_PARALLEL_MIN_IMAGES = 32
 
 _MIN_DEPTH = 1e-3          # keeps 1/t finite on the horizon row
 _FACADE_MAX_DEPTH = 8.0    # t range searched for facade columns (t > 1 is below the image)
@@ -626,7 +629,8 @@ def _write_png(path, image):
     iio.imwrite(path, image, extension='.png', compress_level=1)
 
 
-def _write_scene(split_dir, split, index, image_shape, seed):
+def _write_scene(job):
+    split_dir, split, index, image_shape, seed = job
     category, number = CATEGORIES[index % len(CATEGORIES)], index // len(CATEGORIES)
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     image, label = render_scene(rng, image_shape, category)
@@ -638,9 +642,8 @@ def _write_scene(split_dir, split, index, image_shape, seed):
 def generate_dataset(root, n_train=120, n_test=12, image_shape=DEFAULT_IMAGE_SHAPE, seed=0):
     """Write a synthetic KITTI Road dataset to `<root>/data_road` and return that path.
 
-    Images are written into `<root>/.data_road.tmp-<pid>` and renamed into place
-    only when complete, so an interrupted run never leaves a half dataset.
-    File contents depend only on the arguments (byte-identical on a rerun).
+    The folder appears complete or not at all (atomic.folder). Scenes are rendered by one process per
+    core; file contents depend only on the arguments (byte-identical on a rerun).
     """
     _check_count('n_train', n_train)
     _check_count('n_test', n_test)
@@ -649,18 +652,27 @@ def generate_dataset(root, n_train=120, n_test=12, image_shape=DEFAULT_IMAGE_SHA
     if os.path.exists(final_dir):
         raise FileExistsError('%s already exists: remove it to regenerate, or use ensure_dataset() to reuse it'
                               % final_dir)
-    temp_dir = os.path.join(root, '.data_road.tmp-%d' % os.getpid())
-    shutil.rmtree(temp_dir, ignore_errors=True)  # left by a crashed run that had our pid
-    for sub in ('training/image_2', 'training/gt_image_2', 'testing/image_2'):
-        os.makedirs(os.path.join(temp_dir, sub))
-    try:
-        jobs = _scene_jobs(n_train, n_test, image_shape)
-        for split, index, shape in tqdm(jobs, desc='roadgen', unit='img', disable=len(jobs) < _PROGRESS_MIN_IMAGES):
-            _write_scene(temp_dir, split, index, shape, seed)
-        os.rename(temp_dir, final_dir)
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with atomic.folder(final_dir) as staging:
+        for sub in ('training/image_2', 'training/gt_image_2', 'testing/image_2'):
+            os.makedirs(os.path.join(staging, sub))
+        jobs = [(staging, split, index, shape, seed) for split, index, shape in
+                _scene_jobs(n_train, n_test, image_shape)]
+        for _ in tqdm(_run_all(_write_scene, jobs), total=len(jobs), desc='roadgen', unit='img',
+                      disable=len(jobs) < _PROGRESS_MIN_IMAGES):
+            pass
     return final_dir
+
+
+def _run_all(function, jobs):
+    """function(job) for every job: in one process per core when there are enough jobs to pay for them."""
+    if len(jobs) < _PARALLEL_MIN_IMAGES:
+        return map(function, jobs)
+    return _in_processes(function, jobs)
+
+
+def _in_processes(function, jobs):
+    with concurrent.futures.ProcessPoolExecutor(min(os.cpu_count() or 1, 8)) as pool:
+        yield from pool.map(function, jobs, chunksize=4)
 
 
 def ensure_dataset(root, **kwargs):

@@ -38,6 +38,14 @@ LOCK_FILE = '.lock'
 CHECKPOINT_NAMES = ('best', 'last')
 
 
+def _as_os_error(error, where):
+    """The OSError behind a TensorFlow write error (a full disk, no permission), or the error itself."""
+    for number in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+        if os.strerror(number) in error.message:
+            return OSError(number, os.strerror(number), where)
+    return error
+
+
 class RunFolder:
     def __init__(self, path):
         self.path = path
@@ -104,7 +112,11 @@ class RunFolder:
     def save_checkpoint(self, sess, saver, name, state):
         """Save all variables and `state` (a dict) as checkpoints/<name>, replacing it atomically."""
         with atomic.folder(self.checkpoint_dir(name), replace=True) as staging:
-            saver.save(sess, os.path.join(staging, CHECKPOINT_PREFIX), write_meta_graph=False, write_state=False)
+            try:
+                saver.save(sess, os.path.join(staging, CHECKPOINT_PREFIX), write_meta_graph=False,
+                           write_state=False)
+            except tf.errors.OpError as error:  # TensorFlow's writer reports a full disk as its own error
+                raise _as_os_error(error, staging) from None
             atomic.write_file(os.path.join(staging, STATE_FILE), json.dumps(state))
 
     def checkpoint(self, name):

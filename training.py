@@ -19,7 +19,7 @@ import inference
 import model
 import process_tuning
 from config import ModelInfo
-from errors import DatasetError, OutOfMemory, TrainingDiverged
+from errors import DatasetError, Interrupted, OutOfMemory, TrainingDiverged
 from tfv1 import tf
 
 # A batch whose loss is this many times the running mean of the batches before it, or an epoch whose mean
@@ -193,8 +193,8 @@ def check_run_data(config):
 def fit(run, config):
     """Train the run from its last checkpoint (if any) to config.epochs; returns the epoch losses trained.
 
-    Ctrl-C keeps the last checkpoint (the end of the last completed epoch) and stops with KeyboardInterrupt;
-    a diverging loss stops with TrainingDiverged after the run was finished from its best checkpoint.
+    Ctrl-C keeps the last checkpoint (the end of the last completed epoch, so that a resume is exact) and
+    stops with Interrupted; a diverging loss stops with TrainingDiverged before its weights are saved.
     """
     tf.reset_default_graph()
     tf.set_random_seed(config.seed)
@@ -218,6 +218,10 @@ def fit(run, config):
                                fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
                                keep_prob_value=config.keep_prob, learning_rate_value=learning_rate_schedule(config),
                                start_epoch=state['epoch'], on_epoch_end=reporter)
+        except KeyboardInterrupt:
+            raise Interrupted('interrupted in epoch %d: checkpoints/last holds epoch %d, the last one completed; '
+                              'python main.py train --resume %s continues exactly from there'
+                              % (reporter.completed + 1, reporter.completed, run.path)) from None
         except FloatingPointError as error:
             raise TrainingDiverged('%s. Epoch %d was the last completed one' % (error, reporter.completed)) from error
         except tf.errors.ResourceExhaustedError:

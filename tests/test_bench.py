@@ -18,6 +18,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import bench  # noqa: E402
+import datasets  # noqa: E402
 import helper  # noqa: E402
 import roadgen  # noqa: E402
 from tfv1 import tf  # noqa: E402

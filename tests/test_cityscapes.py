@@ -5,8 +5,10 @@ The generated dataset has Cityscapes' folders and file names (two cities per spl
 each frame, dummy test labels as the official package has them) and labelIds that include the ignored ids
 and rare ones. One val label is hand-made: its expected trainIds below are typed out, not computed.
 """
+import contextlib
 import csv
 import functools
+import io
 import json
 import os
 import shutil
@@ -29,6 +31,7 @@ from errors import DatasetError  # noqa: E402
 CITIES = {'train': {'aachen': 4, 'ulm': 2}, 'val': {'frankfurt': 2, 'munster': 2}, 'test': {'berlin': 2, 'bonn': 2}}
 IMAGE_SHAPE = (64, 128)
 NETWORK_SHAPE = (32, 64)
+VAL_CITY = ('--val-cities', 'ulm')  # the generated train split has aachen and ulm
 CLASSES = 19
 
 # The hand-made label: one block per labelId 0..33, and a car (26) whose license plate (id -1 in labels.py)
@@ -212,14 +215,17 @@ def test_auto_detection_splits_and_cityscapes_default_image_shape():
     root = small_cityscapes()
     args = _train_args(root, '--val-cities', 'ulm')
     assert jobs.detect_dataset(args) == 'cityscapes'
-    dataset, _, train, val, test, overlays = jobs.training_data(args)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        dataset, _, train, val, test, overlays = jobs.training_data(args)
+    assert out.getvalue().strip().endswith('network input 256x512'), 'the run says which input size it took'
     assert dataset == 'cityscapes' and args.image_shape == cityscapes.DEFAULT_IMAGE_SHAPE == (256, 512)
     assert {cityscapes.city_of(image) for image, _ in train} == {'aachen'}
     assert {cityscapes.city_of(image) for image, _ in val} == {'ulm'}, 'the checkpoint is chosen on a held-out city'
     assert [_relative(image, root).split('/')[1] for image, _ in test] == ['val'] * 4, 'reported on val, once'
     assert [_relative(image, root).split('/')[1] for image in overlays] == ['test'] * 4
     given = _train_args(root, '--val-cities', 'ulm', '--image-shape', '48', '96')
-    jobs.training_data(given)
+    with contextlib.redirect_stdout(io.StringIO()):
+        jobs.training_data(given)
     assert given.image_shape == (48, 96), '--image-shape wins over the dataset default'
 
 
@@ -251,7 +257,7 @@ def _train_error(root, *extra):
     """main.py train's one-line message for --data-dir root (the layout is read before anything is built)."""
     runs = scratch_dir('bad-runs')
     _, message = run_main(['train', '--data-dir', root, '--vgg-dir', small_vgg(), '--runs-dir', runs,
-                           '--image-shape', *map(str, NETWORK_SHAPE), '--epochs', '1', *extra])
+                           '--image-shape', *map(str, NETWORK_SHAPE), '--epochs', '1', *(extra or VAL_CITY)])
     assert isinstance(message, str) and message.startswith('main.py train: '), message
     assert '\n' not in message, 'one line: %r' % message
     assert os.listdir(runs) == [], 'a failed start leaves no run folder'
@@ -288,8 +294,8 @@ def test_bad_layouts_are_named_in_one_line():
     def empty_val(root):
         for city in CITIES['val']:
             shutil.rmtree(path(root, 'leftImg8bit', 'val', city))
-    assert 'no images (*.png) in %s' % path(_broken('empty-val', empty_val), 'leftImg8bit', 'val') in \
-        _train_error(_broken('empty-val', empty_val))
+    empty = _broken('empty-val', empty_val)
+    assert 'no images (*.png) in %s' % path(empty, 'leftImg8bit', 'val') in _train_error(empty)
 
     wrong_city = _broken('wrong-city', lambda root: shutil.move(
         path(root, 'leftImg8bit', 'train', 'ulm', 'ulm_000000_000019_leftImg8bit.png'),
@@ -304,15 +310,15 @@ def test_bad_layouts_are_named_in_one_line():
 
     assert 'pass its parent' in _train_error(path(small_cityscapes(), 'leftImg8bit'))
     no_gtfine = _broken('no-gtfine', lambda root: shutil.rmtree(path(root, 'gtFine')))
-    assert 'has no gtFine/ folder' in _train_error(no_gtfine) and 'gtFine_trainvaltest.zip' in \
-        _train_error(no_gtfine)
+    message = _train_error(no_gtfine)
+    assert 'has no gtFine/ folder' in message and 'gtFine_trainvaltest.zip' in message, message
     assert 'atlantis is no train city' in _train_error(small_cityscapes(), '--val-cities', 'atlantis')
 
     train_ids = _broken('train-ids', lambda root: write_png(
         path(root, 'gtFine', 'val', 'munster', 'munster_000000_000019_gtFine_labelIds.png'),
         np.full(IMAGE_SHAPE, 255, np.uint8)))
     assert 'munster_000000_000019_gtFine_labelIds.png is not a Cityscapes labelIds image: it has the value 255' in \
-        _train_error(train_ids, '--val-cities', 'ulm')
+        _train_error(train_ids)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -325,31 +331,39 @@ def test_a_class_absent_from_labels_and_predictions_is_undefined_never_zero_or_n
     names = ('road', 'sidewalk', 'train')
     report = evaluation.class_iou_json(class_iou, names)
     assert report == {'miou': (1 / 2 + 2 / 3) / 2, 'class_iou': {'road': 1 / 2, 'sidewalk': 2 / 3, 'train': None}}
-    json.loads(json.dumps(report), parse_constant=lambda name: pytest_fail('JSON holds %s' % name))
+    json.loads(json.dumps(report), parse_constant=_refuse)
     text = evaluation.format_class_iou(class_iou, names)
     assert 'IoU train    undefined (class absent)' in text and 'over the 2 defined classes (1 undefined' in text
     assert evaluation.class_iou_json(road_metrics.ClassIoU(2), ('a', 'b')) == {
         'miou': None, 'class_iou': {'a': None, 'b': None}}
 
 
-def pytest_fail(message):
-    raise AssertionError(message)
+def _refuse(constant):
+    raise AssertionError('the JSON holds %s, which is not JSON' % constant)
 
 
 # --------------------------------------------------------------------------- training and evaluate
 
 @functools.lru_cache(maxsize=None)
-def trained_run():
-    """(run folder, main.py train's output): all 19 classes, 2 epochs at 32x64 on the generated 64x128 data."""
+def trained_run(classes='all', epochs=2):
+    """(run folder, main.py train's output) of a short run at 32x64 on the generated 64x128 data."""
     runs = scratch_dir('cityscapes-runs')
     out, exit_value = run_main(['train', '--data-dir', small_cityscapes(), '--vgg-dir', small_vgg(),
-                                '--runs-dir', runs, '--classes', 'all', '--val-cities', 'ulm', '--epochs', '2',
+                                '--runs-dir', runs, '--classes', classes, *VAL_CITY, '--epochs', str(epochs),
                                 '--image-shape', *map(str, NETWORK_SHAPE), '--batch-size', '2',
                                 '--learning-rate', '1e-3', '--keep-prob', '1', '--skip-scales', '1', '1',
                                 '--no-augment'])
     assert exit_value is None, exit_value
     (run,) = os.listdir(runs)
     return os.path.join(runs, run), out
+
+
+def _evaluate_json(run, *extra):
+    """(output lines, the JSON object of the last line) of main.py evaluate --json on the generated data."""
+    out, exit_value = run_main(['evaluate', '--model', run, '--data-dir', small_cityscapes(), '--json', *extra])
+    assert exit_value is None, exit_value
+    lines = out.strip().splitlines()
+    return lines, json.loads(lines[-1], parse_constant=_refuse)
 
 
 def test_training_lowers_the_loss_and_writes_the_run_folder_kitti_runs_write():
@@ -380,14 +394,12 @@ def test_training_lowers_the_loss_and_writes_the_run_folder_kitti_runs_write():
 
 def test_evaluate_gives_per_class_iou_in_the_table_and_the_json():
     run, _ = trained_run()
-    out, exit_value = run_main(['evaluate', '--model', run, '--data-dir', small_cityscapes(), '--json'])
-    assert exit_value is None, exit_value
-    lines = out.strip().splitlines()
+    lines, report = _evaluate_json(run)
     assert lines[0] == 'evaluate: Cityscapes val split (the test split\'s labels are not public), 4 images'
     assert lines[1].split()[:5] == ['set', 'images', 'IoU', 'MaxF', 'AP'], 'the road measures come first'
     class_lines = [line for line in lines if line.startswith('IoU ')]
-    assert [line.split('  ')[0][4:].strip() for line in class_lines] == list(cityscapes_labels.CLASS_NAMES)
-    report = json.loads(lines[-1], parse_constant=lambda name: pytest_fail('JSON holds %s' % name))
+    assert len(class_lines) == CLASSES and all(line.startswith('IoU %s ' % name) for line, name in
+                                               zip(class_lines, cityscapes_labels.CLASS_NAMES)), class_lines
     assert list(report['class_iou']) == list(cityscapes_labels.CLASS_NAMES)
     defined = [iou for iou in report['class_iou'].values() if iou is not None]
     assert defined and all(0 <= iou <= 1 for iou in defined)
@@ -399,3 +411,13 @@ def test_evaluate_gives_per_class_iou_in_the_table_and_the_json():
     _, message = run_main(['evaluate', '--model', run, '--data-dir', small_cityscapes(), '--split', 'test'])
     assert message == 'main.py evaluate: Cityscapes\' test labels are not public: gtFine/test holds only dummy ' \
                       'labels; evaluate on --split val', message
+
+
+def test_a_road_model_is_chosen_by_maxf_and_evaluated_with_the_binary_road_measures():
+    run, out = trained_run('road', 1)
+    with open(os.path.join(run, 'checkpoints', 'best', 'state.json')) as f:
+        assert 'best_maxf' in json.load(f)
+    assert 'best validation road MaxF' in out, out
+    lines, report = _evaluate_json(run)
+    assert not any(line.startswith('IoU ') for line in lines) and 'class_iou' not in report
+    assert 0 < report['maxf'] <= 1 and 0 < report['ap'] <= 1 and report['images'] == 4

@@ -1,0 +1,395 @@
+"""Training runs: what a run folder holds, one model per run, exact resumes, and nothing lost or left behind."""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+import imageio.v3 as iio
+import numpy as np
+
+from fixtures import (CHILD_TIMEOUT, ROOT, SMALL_SHAPE, child_environment, expect_error, kitti_label, only_run,
+                      run_main, scratch_dir, small_dataset, small_trained_run, small_vgg, train_args, write_png)
+
+import atomic  # noqa: E402
+import datasets  # noqa: E402
+import errors  # noqa: E402
+import images  # noqa: E402
+import inference  # noqa: E402
+import jobs  # noqa: E402
+import run_folder  # noqa: E402
+import training  # noqa: E402
+from tfv1 import tf  # noqa: E402
+
+
+def checkpoint_values(prefix):
+    """{variable name: value} of a checkpoint: what a run restores, Adam's slots and counters included."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)}
+
+
+def same_values(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
+
+
+def last_values(run_path):
+    return checkpoint_values(run_folder.RunFolder(run_path).checkpoint('last')[0])
+
+
+def metrics_rows(run_path):
+    return [(int(row['epoch']), row['train_loss']) for row in run_folder.RunFolder(run_path).read_metrics()]
+
+
+@__import__('functools').lru_cache(maxsize=None)
+def uninterrupted_run(epochs=4):
+    """The reference for exact resumes: the quick run trained for `epochs` epochs in one go."""
+    runs = scratch_dir('reference')
+    _, stop = run_main(train_args(runs, epochs))
+    assert stop is None, stop
+    return only_run(runs)
+
+
+# --------------------------------------------------------------------------- the demo, end to end
+
+def test_demo_splits_three_ways_and_reports_test_iou_above_trivial_baselines():
+    data_dir, runs_dir = scratch_dir('demo-data'), scratch_dir('demo-runs')
+    out, stop = run_main(['demo', '--data-dir', data_dir, '--runs-dir', runs_dir, '--epochs', '4',
+                          '--image-shape', '48', '160'])
+    assert stop is None, stop
+    run = run_folder.RunFolder(only_run(runs_dir))
+    config = run.read_config()
+    train, val, test = ({tuple(pair) for pair in split} for split in (config.train, config.val, config.test))
+    assert len(test) == len(val) == 39 and len(train) == 442 and not (train & val or train & test or val & test)
+    results = json.load(open(os.path.join(run.path, run_folder.TEST_METRICS_FILE)))
+    assert 'demo: test road IoU %.2f on 39 test images' % results['iou'] in out, out
+    # Trivial baselines on the same test images: "everything is road" and "nothing is road".
+    road = labelled = 0
+    for _, label in config.test:
+        onehot = datasets.kitti_label_to_onehot(images.read_rgb(label))
+        road, labelled = road + onehot[..., 1].sum(), labelled + onehot.any(axis=-1).sum()
+    all_road_iou = road / labelled
+    assert results['iou'] > all_road_iou + 0.15 and results['iou'] > 0.5, (results['iou'], all_road_iou)
+    overlays = sorted(glob.glob(os.path.join(run.path, '*.png')))
+    assert [os.path.basename(p) for p in overlays] == [os.path.basename(p) for p in config.test_images]
+    assert glob.glob(os.path.join(run.path, 'tensorboard', 'events.out.tfevents.*'))
+
+
+# --------------------------------------------------------------------------- one model per run folder
+
+def test_the_run_is_its_best_checkpoint_export_overlays_and_test_measures_alike():
+    """A run whose best checkpoint (epoch 1) differs from its last (epoch 2): `finish` makes everything of best."""
+    runs = scratch_dir('best-not-last')
+    _, stop = run_main(train_args(runs, 1))
+    run = run_folder.RunFolder(only_run(runs))
+    kept = os.path.join(scratch_dir('epoch1'), 'best')
+    shutil.copytree(run.checkpoint_dir('last'), kept)
+    _, stop = run_main(['train', '--resume', run.path, '--epochs', '2'])
+    assert stop is None, stop
+    shutil.rmtree(run.checkpoint_dir('best'))
+    shutil.copytree(kept, run.checkpoint_dir('best'))
+    best, last = checkpoint_values(run.checkpoint('best')[0]), checkpoint_values(run.checkpoint('last')[0])
+    assert not same_values(best, last)
+    out, stop = run_main(['finish', run.path])
+    assert stop is None and 'finish: ' in out, (out, stop)
+    # The export holds the best checkpoint's weights, bit for bit.
+    exported = checkpoint_values(os.path.join(run.path, 'export', 'variables', 'variables'))
+    assert all(np.array_equal(exported[name], best[name]) for name in exported if name in best)
+    assert not all(np.array_equal(exported[name], last[name]) for name in exported if name in last)
+    # The overlays are the export's: python main.py infer on the same images gives the same pictures.
+    config = run.read_config()
+    infer_out = os.path.join(scratch_dir('infer-same'), 'out')
+    _, stop = run_main(['infer', '--model', run.path, *config.test_images, '--out', infer_out])
+    assert stop is None, stop
+    for path in config.test_images:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        mine = iio.imread(os.path.join(run.path, os.path.basename(path))).astype(int)
+        assert np.abs(mine - iio.imread(os.path.join(infer_out, stem + '_overlay.png')).astype(int)).max() <= 1
+
+
+# --------------------------------------------------------------------------- resuming
+
+def test_resume_restores_weights_and_adam_state_exactly_and_honours_epochs_in_any_spelling():
+    reference = uninterrupted_run(4)
+    runs = scratch_dir('resumed')
+    run_main(train_args(runs, 1))
+    run = only_run(runs)
+    out, stop = run_main(['train', '--resume', run, '--epochs=3'])
+    assert stop is None and 'Resuming %s after epoch 1 of 3' % run in out, (out, stop)
+    out, stop = run_main(['train', '--resume', run, '--epoch', '4'])  # argparse's abbreviation of --epochs
+    assert stop is None and 'after epoch 3 of 4' in out, (out, stop)
+    assert run_folder.RunFolder(run).read_config().epochs == 4
+    # Resumed twice, the run is the uninterrupted one: every weight and Adam slot, every epoch's loss.
+    assert same_values(last_values(run), last_values(reference))
+    assert metrics_rows(run) == metrics_rows(reference)
+    _, stop = run_main(['train', '--resume', run, '--epochs', '2'])
+    assert 'already trained 4 epochs' in stop and 'main.py finish' in stop, stop
+    assert run_folder.RunFolder(run).read_config().epochs == 4, 'a refused resume changes nothing'
+
+
+def test_resume_applies_and_records_changed_settings_and_refuses_fixed_ones():
+    runs = scratch_dir('resume-flags')
+    run_main(train_args(runs, 1))
+    run = only_run(runs)
+    _, stop = run_main(['train', '--resume', run, '--image-shape', '32', '96'])
+    assert '--image-shape cannot change on --resume' in stop, stop
+    out, stop = run_main(['train', '--resume', run, '--epochs', '2', '--learning-rate', '1e-9', '--batch-size', '2'])
+    assert stop is None and 'learning_rate=1e-09' in out, (out, stop)
+    config = run_folder.RunFolder(run).read_config()
+    assert (config.learning_rate, config.batch_size, config.epochs) == (1e-9, 2, 2)
+    # At a learning rate of 1e-9 the second epoch barely moves the weights: the rate reached training.
+    reference = uninterrupted_run(4)
+    first_epoch_loss = metrics_rows(reference)[0][1]
+    assert metrics_rows(run)[0][1] == first_epoch_loss
+    assert abs(float(metrics_rows(run)[1][1]) - float(metrics_rows(reference)[1][1])) > 1e-4
+
+
+def test_a_second_process_cannot_resume_a_run_that_is_training():
+    run = run_folder.RunFolder(small_trained_run())
+    with run.owned():
+        _, stop = run_main(['train', '--resume', run.path, '--epochs', '3'])
+        assert 'is being trained by another process' in stop, stop
+        _, stop = run_main(['finish', run.path])
+        assert 'is being trained by another process' in stop, stop
+    assert run.checkpoint('last')[1]['epoch'] == 2
+
+
+def test_a_read_never_changes_a_run_folder():
+    """Between save_checkpoint's two renames only the retired copy exists: readers use it where it is."""
+    run = run_folder.RunFolder(scratch_dir('between-renames'))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        weight = tf.Variable(7.0, name='weight')
+        sess.run(weight.initializer)
+        run.save_checkpoint(sess, tf.train.Saver([weight]), 'last', {'epoch': 2})
+    os.rename(run.checkpoint_dir('last'), atomic.retired_path(run.checkpoint_dir('last')))
+    before = sorted(os.listdir(os.path.join(run.path, 'checkpoints')))
+    prefix, state = run.checkpoint('last')
+    assert state == {'epoch': 2} and checkpoint_values(prefix) == {'weight': 7.0}
+    assert sorted(os.listdir(os.path.join(run.path, 'checkpoints'))) == before
+
+
+def test_damaged_run_json_or_checkpoint_state_end_in_one_line():
+    runs = scratch_dir('damaged')
+    run_main(train_args(runs, 1))
+    run = only_run(runs)
+    state = os.path.join(run, 'checkpoints', 'last', run_folder.STATE_FILE)
+    with open(state, 'w') as f:
+        f.write('{"epoch": ')
+    _, stop = run_main(['train', '--resume', run, '--epochs', '2'])
+    assert 'state.json is damaged' in stop and '\n' not in stop, stop
+    with open(os.path.join(run, run_folder.CONFIG_FILE), 'w') as f:
+        f.write('{"dataset": "kitti", "cla')
+    _, stop = run_main(['train', '--resume', run])
+    assert 'run.json is damaged' in stop and '\n' not in stop, stop
+    _, stop = run_main(['train', '--resume', scratch_dir('not-a-run')])
+    assert 'is not a run folder' in stop, stop
+
+
+# --------------------------------------------------------------------------- kills, Ctrl-C, full disks
+
+def _start_training(runs, epochs):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py')] + train_args(runs, epochs),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment())
+
+
+def _wait_for_checkpoint(runs, process, epoch):
+    """Wait (at most CHILD_TIMEOUT) until the child's run has checkpoints/last of `epoch` or later."""
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while time.monotonic() < deadline:
+        found = glob.glob(os.path.join(runs, '2*'))
+        state = run_folder.RunFolder(found[0]).checkpoint('last') if found else None
+        if state and state[1]['epoch'] >= epoch:
+            return found[0]
+        assert process.poll() is None, 'training ended early:\n' + process.communicate()[1][-3000:]
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError('no checkpoint of epoch %d within %ds' % (epoch, CHILD_TIMEOUT))
+
+
+def _stop(process, sig):
+    process.send_signal(sig)
+    try:
+        return process.communicate(timeout=CHILD_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _resume_to(run, epochs):
+    _, stop = run_main(['train', '--resume', run, '--epochs', str(epochs)])
+    assert stop is None, stop
+
+
+def test_a_run_killed_at_any_moment_resumes_to_exactly_the_uninterrupted_run():
+    runs = scratch_dir('kill')
+    process = _start_training(runs, 40)
+    run = _wait_for_checkpoint(runs, process, 1)
+    _stop(process, signal.SIGKILL)  # wherever it lands: mid-step, mid-validation, mid-save
+    _resume_to(run, 4)
+    assert same_values(last_values(run), last_values(uninterrupted_run(4)))
+    assert metrics_rows(run) == metrics_rows(uninterrupted_run(4)), 'every epoch has its row'
+    leftovers = [name for name in os.listdir(os.path.join(run, 'checkpoints')) if name.startswith('.')]
+    assert not leftovers and not glob.glob(os.path.join(run, atomic.STAGING_PREFIX + '*')), leftovers
+
+
+def test_ctrl_c_says_where_the_run_stands_in_one_line_and_its_resume_is_exact():
+    runs = scratch_dir('sigint')
+    process = _start_training(runs, 40)
+    run = _wait_for_checkpoint(runs, process, 1)
+    _, stderr = _stop(process, signal.SIGINT)
+    assert process.returncode == 1 and 'Traceback' not in stderr, stderr[-3000:]
+    last_line = stderr.strip().splitlines()[-1]
+    assert 'interrupted' in last_line and '--resume %s' % run in last_line, last_line
+    _resume_to(run, 4)
+    assert same_values(last_values(run), last_values(uninterrupted_run(4)))
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder_and_a_second_one_changes_nothing():
+    runs = scratch_dir('sigint-early')
+    process = _start_training(runs, 40)
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while not glob.glob(os.path.join(runs, '2*')) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    _, stderr = _stop(process, signal.SIGINT)
+    assert process.returncode == 1 and 'Traceback' not in stderr, stderr[-3000:]
+    assert 'interrupted' in stderr.strip().splitlines()[-1]
+    for run in glob.glob(os.path.join(runs, '2*')):  # a run that had reached a checkpoint is resumable
+        assert run_folder.RunFolder(run).checkpoint('last') is not None
+
+
+def _mounted_tmpfs(size):
+    folder = scratch_dir('tmpfs')
+    finished = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s' % size, 'tmpfs', folder],
+                              capture_output=True, text=True, timeout=30)
+    if finished.returncode:
+        raise unittest.SkipTest('cannot mount a small file system here (%s): needs root' % finished.stderr.strip())
+    return folder
+
+
+def _unmount(folder):
+    subprocess.run(['umount', '-l', folder], capture_output=True, timeout=30)
+
+
+def test_a_full_disk_stops_training_in_one_line_and_loses_nothing():
+    disk = _mounted_tmpfs('3m')
+    try:
+        _, stop = run_main(train_args(os.path.join(disk, 'runs'), 2))
+        assert 'the disk is full' in str(stop) and '\n' not in str(stop), stop
+        leftovers = glob.glob(os.path.join(disk, 'runs', '*', '**', atomic.STAGING_PREFIX + '*'), recursive=True)
+        assert not leftovers, leftovers
+    finally:
+        _unmount(disk)
+
+
+def test_a_read_only_runs_folder_or_output_folder_ends_in_one_line():
+    disk = _mounted_tmpfs('1m')
+    try:
+        os.makedirs(os.path.join(disk, 'runs'))
+        subprocess.run(['mount', '-o', 'remount,ro', disk], check=True, timeout=30)
+        _, stop = run_main(train_args(os.path.join(disk, 'runs'), 1))
+        assert 'cannot write' in str(stop) or 'cannot create' in str(stop), stop
+        _, stop = run_main(['infer', '--model', small_trained_run(), datasets.kitti_test_images(small_dataset())[0],
+                            '--out', os.path.join(disk, 'runs')])
+        assert 'Read-only' in str(stop) and '\n' not in str(stop), stop
+    finally:
+        _unmount(disk)
+
+
+# --------------------------------------------------------------------------- runs that go wrong
+
+def test_a_diverging_run_is_finished_from_its_best_checkpoint():
+    runs = scratch_dir('diverge')
+    run_main(train_args(runs, 2))
+    run = run_folder.RunFolder(only_run(runs))
+    good = checkpoint_values(run.checkpoint('last')[0])
+    best_epoch = run.checkpoint('best')[1]['epoch']
+    os.remove(os.path.join(run.path, 'um_000000.png'))
+    _, stop = run_main(['train', '--resume', run.path, '--epochs', '4', '--learning-rate', '1e6'])
+    assert ('exploded' in stop or 'became' in stop) and 'finished from its best checkpoint' in stop, stop
+    assert '\n' not in stop
+    assert same_values(checkpoint_values(run.checkpoint('last')[0]), good), 'no diverged weights were saved'
+    assert run.checkpoint('best')[1]['epoch'] == best_epoch
+    assert os.path.isfile(os.path.join(run.path, 'um_000000.png')), 'the overlays were written again'
+    assert os.path.isfile(os.path.join(run.path, 'export', 'saved_model.pb'))
+
+
+def test_the_loss_watch_catches_an_explosion_that_is_still_finite():
+    watch = training.LossWatch()
+    for loss in [0.5, 0.4, 0.45, 0.3, 0.35, 0.3, 0.28, 0.3, 0.25, 0.27]:
+        watch.check_batch(loss, 1)
+    watch.check_batch(2.0, 1)  # a bad batch, not a divergence
+    expect_error(FloatingPointError, watch.check_batch, 229.0, 1, contains=('exploded', '--learning-rate'))
+    watch = training.LossWatch()
+    watch.check_epoch(0.1, 1)
+    watch.check_epoch(0.5, 2)
+    expect_error(FloatingPointError, watch.check_epoch, 2.9e3, 3, contains=('exploded in epoch 3',))
+
+
+def test_out_of_memory_names_what_to_lower_and_keeps_the_checkpoints():
+    """The training step raises TensorFlow's own ResourceExhaustedError (a 4 TB tensor) after one good epoch."""
+    runs = scratch_dir('oom')
+    run_main(train_args(runs, 1))
+    run = only_run(runs)
+    real_train_nn = training.train_nn
+
+    def train_nn_that_runs_out_of_memory(sess, *args, **kwargs):
+        size = tf.placeholder(tf.int64, [])
+        sess.run(tf.zeros([size], tf.float32), {size: 2 ** 40})
+
+    training.train_nn = train_nn_that_runs_out_of_memory
+    try:
+        _, stop = run_main(['train', '--resume', run, '--epochs', '2'])
+    finally:
+        training.train_nn = real_train_nn
+    assert 'out of memory' in stop and '--batch-size' in stop and '--freeze-encoder' in stop, stop
+    assert '--mixed-precision' in stop and '\n' not in stop
+    assert run_folder.RunFolder(run).checkpoint('last')[1]['epoch'] == 1
+
+
+def test_labels_in_another_format_stop_before_training_and_masks_train_when_asked():
+    data_dir = scratch_dir('masks')
+    training_dir = os.path.join(data_dir, 'data_road', 'training')
+    for i, category in enumerate(['um', 'um', 'umm', 'umm', 'uu', 'uu']):
+        image = np.random.default_rng(i).integers(0, 256, (48, 96, 3)).astype(np.uint8)
+        mask = np.zeros((48, 96), np.uint8)
+        mask[24:] = 255
+        image[24:] = 80  # the road is grey
+        write_png(os.path.join(training_dir, 'image_2', '%s_%06d.png' % (category, i)), image)
+        write_png(os.path.join(training_dir, 'gt_image_2', '%s_road_%06d.png' % (category, i)), mask)
+    runs = scratch_dir('mask-runs')
+    base = ['train', '--data-dir', data_dir, '--vgg-dir', small_vgg(), '--runs-dir', runs, '--epochs', '1',
+            '--image-shape', '48', '96', '--val-fraction', '0.5', '--no-augment']
+    _, stop = run_main(base)
+    assert 'not KITTI\'s road' in stop and '--labels mask' in stop and 'pixels' in stop, stop
+    assert os.listdir(runs) == []
+    out, stop = run_main(base + ['--labels', 'mask'])
+    assert stop is None and 'train: done' in out, stop
+    assert run_folder.RunFolder(only_run(runs)).read_config().dataset == 'kitti-mask'
+
+
+def test_no_validation_set_means_the_last_epoch_is_the_model():
+    runs = scratch_dir('no-val')
+    out, stop = run_main(train_args(runs, 2, '--val-fraction', '0'))
+    assert stop is None and 'no validation set: the last epoch is the model' in out and 'MaxF -' not in out, out
+    run = run_folder.RunFolder(only_run(runs))
+    assert run.checkpoint('best')[1]['epoch'] == run.checkpoint('last')[1]['epoch'] == 2
+    _, stop = run_main(train_args(scratch_dir('no-train'), 1, '--val-fraction', '0.99'))
+    assert 'leaves no training images' in stop, stop
+
+
+def test_a_bad_test_image_is_skipped_and_named_after_training():
+    data_dir = scratch_dir('bad-test')
+    shutil.copytree(small_dataset(), os.path.join(data_dir, 'data_road'))
+    bad = os.path.join(data_dir, 'data_road', 'testing', 'image_2', 'uu_000099.png')
+    with open(bad, 'wb') as f:
+        f.write(b'not a png')
+    argv = train_args(scratch_dir('bad-test-runs'), 1)
+    argv[argv.index('--data-dir') + 1] = data_dir
+    out, stop = run_main(argv)
+    assert stop is None and 'skipped' in out + str(stop) or 'unreadable' in out, (out, stop)
+    assert '1 unreadable image(s) skipped' in out
