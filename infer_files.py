@@ -14,11 +14,12 @@ from tqdm import tqdm
 import atomic
 import images
 import video
-from errors import DatasetError, OutputError
+from errors import DatasetError, ModelError, OutputError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
 IMAGE_SUFFIXES = ('_overlay.png', '_road.png')
 RUN_FOLDER_MARK = 'run.json'
+DEFAULT_PARENT = 'runs'
 
 
 def expand_inputs(inputs, extensions=IMAGE_EXTENSIONS):
@@ -136,10 +137,10 @@ def renderers(predict, masks=False):
 
 def write_image_predictions(predict, plan, masks=False, on_unreadable=None):
     """Write each image's overlay (and road probability) at its own size; returns how many were written."""
-    written = 0
+    written, renders = 0, renderers(predict, masks)
     results = predictions(predict, sorted(plan), on_unreadable=on_unreadable)
     for path, image, probabilities in tqdm(results, total=len(plan), desc='infer', unit='img', disable=not plan):
-        for target, render in zip(plan[path], renderers(predict, masks)):
+        for target, render in zip(plan[path], renders):
             atomic.write_image(target, render(image, probabilities))
         written += 1
     return written
@@ -150,10 +151,10 @@ def write_video_predictions(predict, plan, masks=False, on_unreadable=None):
 
     An unreadable video raises DatasetError, or with `on_unreadable` is passed to it as (path, error) and skipped.
     """
-    written = 0
+    written, renders = 0, renderers(predict, masks)
     for path in sorted(plan):
         try:
-            video.write_predictions(predict, path, list(zip(plan[path], renderers(predict, masks))))
+            video.write_predictions(predict, path, list(zip(plan[path], renders)))
         except DatasetError as error:
             if on_unreadable is None:
                 raise
@@ -180,7 +181,12 @@ def open_model(path):
     imported here, only for those)."""
     if is_onnx_model(path):
         return importlib.import_module('onnx_model').OnnxModel(path)
-    return importlib.import_module('inference').ExportedModel(path)
+    try:
+        inference = importlib.import_module('inference')
+    except ImportError as error:
+        raise ModelError('%s is a TensorFlow model and TensorFlow does not import here (%s); on a machine without '
+                         'TensorFlow, run an .onnx model made by python main.py export' % (path, error)) from error
+    return inference.ExportedModel(path)
 
 
 def infer(args):
@@ -189,7 +195,8 @@ def infer(args):
     paths = expand_inputs(args.inputs, IMAGE_EXTENSIONS + video.VIDEO_EXTENSIONS)
     videos = {path for path in paths if video.is_video(path)}
     predict = open_model(args.model)
-    out_dir = args.out or atomic.new_timestamped_folder('runs')
+    runs_existed = os.path.isdir(DEFAULT_PARENT)
+    out_dir = args.out or atomic.new_timestamped_folder(DEFAULT_PARENT)
     failed = []
 
     def report_unreadable(path, error):
@@ -207,8 +214,10 @@ def infer(args):
             predict, {path: plan[path] for path in videos}, args.masks, report_unreadable)
     finally:
         predict.close()
-        if args.out is None and not os.listdir(out_dir):
-            os.rmdir(out_dir)  # a failed infer leaves no empty runs/<timestamp>
+        if args.out is None and not os.listdir(out_dir):  # a failed infer leaves no empty runs/<timestamp>
+            os.rmdir(out_dir)
+            if not runs_existed:
+                os.rmdir(DEFAULT_PARENT)
     counts = [(images_written, len(paths) - len(videos), 'images'), (videos_written, len(videos), 'videos')]
     print('infer: %s written to %s%s' % (' and '.join('%d of %d %s' % count for count in counts if count[1]), out_dir,
                                          '; %d unreadable input(s) skipped' % len(failed) if failed else ''))

@@ -191,9 +191,10 @@ def finish(args):
     print('finish: %s, model and overlays in %s' % (test_summary(results, config), run.path))
 
 
-DEMO_TRAIN_IMAGES = 440
-DEMO_VAL_IMAGES = 40
-DEMO_TEST_IMAGES = 40
+# The generated-roads demo: 520 labelled scenes, of which one in 13 validate and one in 13 test (about 40
+# each); 12 unlabelled scenes at KITTI's test sizes for the overlays.
+DEMO_LABELLED_IMAGES = 520
+DEMO_HELD_OUT_SHARE = 1 / 13
 DEMO_OVERLAY_IMAGES = 12
 DEMO_VGG_WIDTH = 0.125
 
@@ -222,11 +223,11 @@ def demo(args):
 
 
 def generated_roads_config(args, demo_dir, vgg_path):
-    data_road = roadgen.ensure_dataset(demo_dir, n_train=DEMO_TRAIN_IMAGES + DEMO_VAL_IMAGES + DEMO_TEST_IMAGES,
-                                       n_test=DEMO_OVERLAY_IMAGES, seed=args.seed)
+    data_road = roadgen.ensure_dataset(demo_dir, n_train=DEMO_LABELLED_IMAGES, n_test=DEMO_OVERLAY_IMAGES,
+                                       seed=args.seed)
     pairs = datasets.kitti_road_pairs(os.path.join(data_road, 'training'))
-    rest, test = datasets.split_pairs(pairs, DEMO_TEST_IMAGES / len(pairs))
-    train_pairs, val = datasets.split_pairs(rest, DEMO_VAL_IMAGES / len(rest))
+    rest, test = datasets.split_pairs(pairs, DEMO_HELD_OUT_SHARE)
+    train_pairs, val = datasets.split_pairs(rest, len(test) / len(rest))
     return run_config(args, 'kitti', data_road, vgg_path, train_pairs, val, test,
                       datasets.kitti_test_images(data_road))
 

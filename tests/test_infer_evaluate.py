@@ -1,0 +1,263 @@
+"""A trained model at work: the export, evaluate's measures, infer's files, the classic helper functions."""
+import glob
+import json
+import os
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+
+from fixtures import (SMALL_SHAPE, child_environment, main_py, run_main, scratch_dir, small_dataset,
+                      small_trained_run, small_vgg, write_png)
+
+import datasets  # noqa: E402
+import helper  # noqa: E402
+import images  # noqa: E402
+import inference  # noqa: E402
+import model  # noqa: E402
+import run_folder  # noqa: E402
+from tfv1 import tf  # noqa: E402
+
+
+def _exported():
+    return inference.ExportedModel(small_trained_run())
+
+
+# --------------------------------------------------------------------------- the export
+
+def test_exported_model_matches_the_trained_graph_at_any_size():
+    run = run_folder.RunFolder(small_trained_run())
+    scenes = [images.read_rgb(p) for p in datasets.kitti_test_images(small_dataset())[:3]]
+    assert len({scene.shape for scene in scenes}) > 1, 'images of several sizes'
+    exported = _exported()
+    try:
+        exported_probabilities = [exported([scene])[0] for scene in scenes]
+        assert exported.info.image_shape == SMALL_SHAPE and exported.info.classes == 'road'
+    finally:
+        exported.close()
+    with tf.Graph().as_default(), tf.Session() as sess:
+        fcn8 = model.build_fcn8(sess, small_vgg(), 2, skip_scales=(1, 1))
+        tf.train.Saver(tf.global_variables()).restore(sess, run.checkpoint('best')[0])
+        predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input, SMALL_SHAPE)
+        for scene, probability in zip(scenes, exported_probabilities):
+            assert probability.shape == scene.shape[:2] + (2,)
+            assert np.abs(predict([scene])[0] - probability).max() < 0.02
+
+
+def test_evaluate_and_infer_refuse_what_is_not_a_trained_model_in_one_line():
+    data = os.path.dirname(small_dataset())
+    for model_dir, expected in ((small_vgg(), 'a VGG16 encoder is tagged "vgg16"'),
+                                (scratch_dir('empty-model'), 'no trained model at')):
+        _, stop = run_main(['evaluate', '--model', model_dir, '--data-dir', data])
+        assert expected in str(stop) and '\n' not in str(stop), stop
+        _, stop = run_main(['infer', '--model', model_dir, datasets.kitti_test_images(small_dataset())[0]])
+        assert expected in str(stop), stop
+
+
+# --------------------------------------------------------------------------- evaluate
+
+def _labels_from_predictions(folder, exported, flip_where=None):
+    """A KITTI training folder whose labels are the model's own road masks (p > 0.5)."""
+    for i, (image_path, _) in enumerate(datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))[:6]):
+        image = images.read_rgb(image_path)
+        road = exported([image])[0][..., 1] > 0.5
+        label = np.zeros(image.shape, np.uint8)
+        label[:] = datasets.NOT_ROAD_COLOR
+        label[road] = datasets.ROAD_COLOR
+        if flip_where is not None:
+            label[flip_where(road)] = 0  # don't care
+        name = os.path.basename(image_path)
+        shutil.copy(image_path, os.path.join(folder, 'image_2', name))
+        write_png(os.path.join(folder, 'gt_image_2', name.replace('_', '_road_', 1)), label)
+
+
+def _kitti_folder_from_predictions(flip_where=None):
+    data_dir = scratch_dir('own-labels')
+    training = os.path.join(data_dir, 'data_road', 'training')
+    os.makedirs(os.path.join(training, 'image_2'))
+    os.makedirs(os.path.join(training, 'gt_image_2'))
+    exported = _exported()
+    try:
+        _labels_from_predictions(training, exported, flip_where)
+    finally:
+        exported.close()
+    return data_dir
+
+
+def _evaluate_json(data_dir):
+    out, stop = run_main(['evaluate', '--model', small_trained_run(), '--data-dir', data_dir, '--json'])
+    assert stop is None, stop
+    return out, json.loads(out.strip().splitlines()[-1])
+
+
+def test_evaluate_scores_a_model_against_its_own_masks_perfectly_and_leaves_dont_care_out():
+    out, figures = _evaluate_json(_kitti_folder_from_predictions())
+    assert figures['iou'] == 1.0 and figures['images'] == 6, figures
+    assert 'MaxF' in out and 'um ' in out
+    # The same labels with half of the road marked don't care where the model said road, and its
+    # not-road neighbours too: counted, those pixels would change precision and recall.
+    def half_dont_care(road):
+        region = np.zeros_like(road)
+        region[:, : road.shape[1] // 2] = True
+        return region
+    _, figures = _evaluate_json(_kitti_folder_from_predictions(half_dont_care))
+    assert figures['iou'] == 1.0, figures
+
+
+def test_evaluate_measures_what_an_independent_count_gives():
+    """IoU at p > 0.5 counted here by hand from the export's probabilities and the label colours."""
+    data_dir = os.path.dirname(small_dataset())
+    _, figures = _evaluate_json(data_dir)
+    exported = _exported()
+    tp = fp = fn = 0
+    try:
+        for image_path, label_path in datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training')):
+            predicted = exported([iio.imread(image_path)])[0][..., 1] > 0.5
+            label = iio.imread(label_path)
+            road, care = (label == (255, 0, 255)).all(axis=-1), label[..., 0] > 0
+            tp += (predicted & road & care).sum()
+            fp += (predicted & ~road & care).sum()
+            fn += (~predicted & road & care).sum()
+    finally:
+        exported.close()
+    assert abs(figures['iou'] - tp / (tp + fp + fn)) < 1e-9, (figures['iou'], tp / (tp + fp + fn))
+
+
+def test_evaluate_says_what_is_undefined_and_json_stays_json():
+    data_dir = scratch_dir('undefined')
+    training = os.path.join(data_dir, 'data_road', 'training')
+    for i, category in enumerate(['um', 'um', 'uu']):
+        image = np.full((40, 60, 3), 90, np.uint8)
+        label = np.zeros((40, 60, 3), np.uint8)
+        if category == 'um':
+            label[:] = datasets.NOT_ROAD_COLOR  # labelled, but no road: MaxF and AP are undefined
+        write_png(os.path.join(training, 'image_2', '%s_%06d.png' % (category, i)), image)
+        write_png(os.path.join(training, 'gt_image_2', '%s_road_%06d.png' % (category, i)), label)
+    out, stop = run_main(['evaluate', '--model', small_trained_run(), '--data-dir', data_dir, '--json'])
+    assert stop is None, (out, stop)
+    assert "uu: every pixel is don't care" in out and 'no road pixel' in out, out
+    figures = json.loads(out.strip().splitlines()[-1])  # strict JSON: NaN would not parse as null
+    assert figures['maxf'] is None and figures['ap'] is None and figures['images'] == 3
+    assert 'NaN' not in out.strip().splitlines()[-1]
+    for name in glob.glob(os.path.join(training, 'gt_image_2', '*')):
+        write_png(name, np.zeros((40, 60, 3), np.uint8))
+    _, stop = run_main(['evaluate', '--model', small_trained_run(), '--data-dir', data_dir])
+    assert stop is None or '\n' not in str(stop)
+
+
+# --------------------------------------------------------------------------- infer
+
+def _inputs():
+    folder = scratch_dir('infer-in')
+    write_png(os.path.join(folder, 'a.png'), np.full((50, 70, 3), 90, np.uint8))
+    write_png(os.path.join(folder, 'x.png'), np.full((66, 120, 3), 150, np.uint8))
+    iio.imwrite(os.path.join(folder, 'x.jpg'), np.full((40, 60, 3), 200, np.uint8))
+    with open(os.path.join(folder, 'broken.png'), 'wb') as f:
+        f.write(b'not an image')
+    return folder
+
+
+def _listing(folder):
+    return {name: os.path.getmtime(os.path.join(folder, name)) for name in sorted(os.listdir(folder))}
+
+
+def test_infer_writes_overlays_and_masks_with_distinct_names_and_reports_bad_inputs():
+    inputs = _inputs()
+    out = os.path.join(scratch_dir('infer-out'), 'out')
+    text, stop = run_main(['infer', '--model', small_trained_run(), inputs, '--out', out, '--masks'])
+    assert stop == 1 and '3 of 4 images written' in text and '1 unreadable' in text, (text, stop)
+    assert sorted(os.listdir(out)) == ['a_overlay.png', 'a_road.png', 'x_jpg_overlay.png', 'x_jpg_road.png',
+                                       'x_png_overlay.png', 'x_png_road.png']
+    assert iio.imread(os.path.join(out, 'x_png_overlay.png')).shape == (66, 120, 3)
+    assert iio.imread(os.path.join(out, 'x_jpg_road.png')).shape == (40, 60)
+    _, stop = run_main(['infer', '--model', small_trained_run(), os.path.join(inputs, 'nothing*.png')])
+    assert 'nothing to run on' in str(stop)
+
+
+def test_infer_never_replaces_inputs_or_earlier_outputs_unless_asked():
+    inputs = _inputs()
+    os.remove(os.path.join(inputs, 'broken.png'))
+    before = _listing(inputs)
+    text, stop = run_main(['infer', '--model', small_trained_run(), inputs, '--out', inputs])
+    assert stop is None, stop
+    after = _listing(inputs)
+    assert all(after[name] == stamp for name, stamp in before.items()), 'the inputs are untouched'
+    assert set(after) - set(before) == {'a_overlay.png', 'x_png_overlay.png', 'x_jpg_overlay.png'}
+    again = _listing(inputs)
+    _, stop = run_main(['infer', '--model', small_trained_run(), os.path.join(inputs, 'a.png'), '--out', inputs])
+    assert 'already exist' in str(stop) and '--overwrite' in str(stop), stop
+    assert _listing(inputs) == again, 'a refused infer writes nothing'
+    text, stop = run_main(['infer', '--model', small_trained_run(), os.path.join(inputs, 'a.png'), '--out', inputs,
+                           '--overwrite'])
+    assert stop is None and '1 of 1 images written' in text
+    _, stop = run_main(['infer', '--model', small_trained_run(), os.path.join(inputs, 'a.png'), '--out',
+                        small_trained_run()])
+    assert 'is a run folder' in str(stop), stop
+
+
+def test_a_failed_infer_leaves_no_empty_run_folder():
+    cwd = scratch_dir('infer-cwd')
+    broken = os.path.join(cwd, 'broken.png')
+    with open(broken, 'wb') as f:
+        f.write(b'nope')
+    finished = main_py(['infer', '--model', small_trained_run(), broken], cwd=cwd)
+    assert finished.returncode == 1 and 'Traceback' not in finished.stderr, finished.stderr[-2000:]
+    assert os.listdir(cwd) == ['broken.png'], os.listdir(cwd)
+
+
+def test_infer_in_its_own_process_caches_kernels_and_predicts_as_without():
+    # python main.py infer switches on oneDNN's kernel caching (TF reads it once per process): its masks must
+    # equal those of an ExportedModel in this process, which trains too and so never caches.
+    inputs, out = scratch_dir('cached-in'), scratch_dir('cached-out')
+    shutil.copy(datasets.kitti_test_images(small_dataset())[0], os.path.join(inputs, 'scene.png'))
+    finished = main_py(['infer', '--model', small_trained_run(), inputs, '--out', out, '--masks'],
+                       env=child_environment())
+    assert finished.returncode == 0 and '1 of 1 images written' in finished.stdout, finished.stderr[-2000:]
+    exported = _exported()
+    try:
+        road = exported([images.read_rgb(os.path.join(inputs, 'scene.png'))])[0][..., exported.road_class]
+    finally:
+        exported.close()
+    mask = iio.imread(os.path.join(out, 'scene_road.png')).astype(int)
+    assert mask.shape == road.shape and np.abs(mask - np.rint(road * 255)).max() <= 1
+
+
+# --------------------------------------------------------------------------- the classic helper functions
+
+def _write_test_images(data_dir, sizes):
+    for i, (height, width) in enumerate(sizes):
+        image = np.random.default_rng(i).integers(0, 256, (height, width, 3)).astype(np.uint8)
+        write_png(os.path.join(data_dir, 'data_road', 'testing', 'image_2', 'uu_%06d.png' % i), image)
+
+
+def test_save_inference_samples_writes_overlays_at_original_sizes():
+    data_dir = scratch_dir('samples')
+    sizes = [(70, 190), (72, 191), (70, 190), (75, 200), (64, 192)]
+    _write_test_images(data_dir, sizes)
+    runs_dir = os.path.join(scratch_dir('runs'), 'runs')
+    with tf.Graph().as_default(), tf.Session() as sess:
+        fcn8 = model.build_fcn8(sess, small_vgg(), 2)
+        output_dir = helper.save_inference_samples(runs_dir, data_dir, sess, SMALL_SHAPE, fcn8.logits,
+                                                   fcn8.keep_prob, fcn8.image_input)
+    assert os.path.dirname(output_dir) == runs_dir
+    written = sorted(os.listdir(output_dir))
+    assert written == ['uu_%06d.png' % i for i in range(len(sizes))], written
+    for name, size in zip(written, sizes):
+        overlay = iio.imread(os.path.join(output_dir, name))
+        original = iio.imread(os.path.join(data_dir, 'data_road', 'testing', 'image_2', name))
+        assert overlay.shape == size + (3,)
+        changed = (overlay != original).any(axis=-1)
+        assert (overlay[changed][:, 1] >= original[changed][:, 1]).all(), 'only green is added'
+
+
+def test_gen_test_output_builds_the_softmax_once():
+    data_dir = scratch_dir('once')
+    _write_test_images(data_dir, [(64, 192)] * 3 + [(66, 190)] * 2)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        fcn8 = model.build_fcn8(sess, small_vgg(), 2)
+        before = len(sess.graph.get_operations())
+        outputs = list(helper.gen_test_output(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
+                                              os.path.join(data_dir, 'data_road', 'testing'), SMALL_SHAPE,
+                                              batch_size=2))
+        added = len(sess.graph.get_operations()) - before
+        assert len(outputs) == 5 and added < 30, added
