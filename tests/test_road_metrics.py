@@ -15,8 +15,9 @@ import road_metrics  # noqa: E402
 from road_metrics import (RESULT_KEYS, THRESHOLDS, RoadMetrics,  # noqa: E402
                           format_table, kitti_category)
 
-KITTI_LABEL = ('/work/shared/data/kitti_road_sample/data_road/training/'
-               'gt_image_2/um_road_000000.png')
+# ../shared beside the checkout, wherever the checkout is.
+KITTI_LABEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared',
+                           'data', 'kitti_road_sample', 'data_road', 'training', 'gt_image_2', 'um_road_000000.png')
 
 # 4x5 ground truth with 8 road pixels (P = 8, N = 20 pixels in total).
 ROAD_8_OF_20 = np.array([[0, 0, 0, 0, 0],
