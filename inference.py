@@ -13,6 +13,7 @@ from google.protobuf import message
 import datasets
 import images
 import model
+import run_folder
 import vgg_builder
 from config import ModelInfo
 from errors import ModelError
@@ -65,7 +66,7 @@ def export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, skip_s
                                                     method='bilinear'), name='probabilities')
         road_probability = tf.identity(probabilities[..., info.road_class], name='road_probability')
         tf.constant(info.to_json(), name='model_info')
-        tf.train.Saver(tf.global_variables()).restore(sess, checkpoint_prefix)
+        run_folder.restore(sess, checkpoint_prefix)
         signature = tf.saved_model.signature_def_utils.predict_signature_def(
             inputs={'image': image}, outputs={'road_probability': road_probability, 'probabilities': probabilities})
         return vgg_builder.save_savedmodel(sess, SERVE_TAG, export_dir, {SIGNATURE: signature}, replace)

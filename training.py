@@ -18,6 +18,7 @@ import infer_files
 import inference
 import model
 import process_tuning
+import run_folder
 from config import ModelInfo
 from errors import DatasetError, Interrupted, OutOfMemory, TrainingDiverged
 from tfv1 import tf
@@ -205,7 +206,7 @@ def fit(run, config):
         state = {'epoch': 0}
         saved = run.checkpoint('last')
         if saved:
-            tf.train.Saver(tf.global_variables()).restore(sess, saved[0])
+            run_folder.restore(sess, saved[0])
             state = saved[1]
             print('Resuming %s after epoch %d of %d' % (run.path, state['epoch'], config.epochs))
         get_batches_fn = batches.batch_function(config.train, tuple(config.image_shape), seed=config.seed,

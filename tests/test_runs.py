@@ -392,3 +392,44 @@ def test_a_bad_test_image_is_skipped_and_named_after_training():
     out, stop = run_main(argv)
     assert stop is None and 'skipped' in out + str(stop) or 'unreadable' in out, (out, stop)
     assert '1 unreadable image(s) skipped' in out
+
+
+def test_a_damaged_checkpoint_ends_in_one_line_that_names_the_way_out():
+    runs = scratch_dir('damaged-checkpoint')
+    run_main(train_args(runs, 1))
+    run = run_folder.RunFolder(only_run(runs))
+    data = run.checkpoint('last')[0] + '.data-00000-of-00001'
+    with open(data, 'r+b') as f:
+        f.truncate(100)
+    _, stop = run_main(['train', '--resume', run.path, '--epochs', '2'])
+    assert 'checkpoints/last is damaged' in stop and 'delete that checkpoint folder' in stop, stop
+    assert '\n' not in stop
+
+
+def test_validation_labels_without_road_warn_and_the_run_still_finishes_from_its_last_checkpoint():
+    data_dir = scratch_dir('no-road-val')
+    shutil.copytree(small_dataset(), os.path.join(data_dir, 'data_road'))
+    pairs = datasets.kitti_road_pairs(os.path.join(data_dir, 'data_road', 'training'))
+    _, val = datasets.split_pairs(pairs, 1 / 6)
+    for _, label_path in val:
+        label = iio.imread(label_path)
+        label[(label == datasets.ROAD_COLOR).all(axis=-1)] = datasets.NOT_ROAD_COLOR
+        write_png(label_path, label)
+    argv = train_args(scratch_dir('no-road-runs'), 2)
+    argv[argv.index('--data-dir') + 1] = data_dir
+    out, stop = run_main(argv)
+    assert stop is None and 'none of the 3 validation labels has a road pixel' in out, (out, stop)
+    run = run_folder.RunFolder(only_run(argv[argv.index('--runs-dir') + 1]))
+    assert run.checkpoint('best') is None and 'Exported the last checkpoint (epoch 2)' in out
+    assert os.path.isfile(os.path.join(run.path, 'export', 'saved_model.pb'))
+
+
+def test_finish_removes_what_killed_writes_left_in_the_run():
+    runs = scratch_dir('leftovers')
+    run_main(train_args(runs, 1))
+    run = only_run(runs)
+    for parent in (run, os.path.join(run, 'checkpoints')):
+        os.makedirs(os.path.join(parent, atomic.STAGING_PREFIX + 'killed', 'variables'))
+    out, stop = run_main(['finish', run])
+    assert stop is None and 'finish: ' in out, stop
+    assert not glob.glob(os.path.join(run, '**', atomic.STAGING_PREFIX + '*'), recursive=True)
