@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import atomic
+from errors import VGGModelError
 
 VGG_TAG = 'vgg16'
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -34,6 +35,7 @@ FC_WIDTH = 4096
 FC6_KERNEL = 7
 KERAS_LAYER_NAMES = {'fc6': 'fc1', 'fc7': 'fc2'}
 KERAS_EXPORT_COMMAND = '_export-keras-weights'
+KERAS_EXPORT_TIMEOUT = 1800  # seconds; building Keras' VGG16 takes about 10 s
 
 
 def vgg16_kernel_shapes(width=1.0):
@@ -86,10 +88,11 @@ def keras_vgg16_weights(keras_weights):
     with tempfile.TemporaryDirectory(prefix='keras-vgg-') as scratch:
         exported = os.path.join(scratch, 'weights.npz')
         command = [sys.executable, os.path.abspath(__file__), KERAS_EXPORT_COMMAND, keras_weights or '', exported]
-        finished = subprocess.run(command, capture_output=True, text=True)
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=KERAS_EXPORT_TIMEOUT)
         if finished.returncode != 0:
-            raise RuntimeError('could not read Keras VGG16 weights %r:\n%s'
-                               % (keras_weights, finished.stderr.strip().splitlines()[-1:]))
+            reason = (finished.stderr.strip().splitlines() or ['no message'])[-1]
+            raise VGGModelError('could not read the Keras VGG16 weights %s (%s); delete the file and run again to '
+                                'download a fresh copy' % (keras_weights, reason[:200]))
         with np.load(exported) as arrays:
             return {name: (arrays[name + '/kernel'], arrays[name + '/bias']) for name in vgg16_kernel_shapes()}
 

@@ -187,3 +187,16 @@ def test_keras_vgg16_is_fetched_when_vgg_zip_fails_converted_exactly_and_reused_
                             scratch_dir('cli-keras-runs')])
     assert 'not KITTI\'s road' in str(stop) and '--labels mask' in str(stop), stop
     assert downloads.vgg_is_complete(os.path.join(cli_data, 'vgg'))
+
+
+def test_a_corrupt_cached_keras_file_is_said_in_one_line():
+    keras_home, cli_data = scratch_dir('corrupt-keras-home'), scratch_dir('corrupt-keras')
+    _kitti_with_a_foreign_label(cli_data)
+    with environment(KERAS_HOME=keras_home):
+        os.makedirs(os.path.dirname(downloads.keras_weights_path()))
+        with open(downloads.keras_weights_path(), 'wb') as f:
+            f.write(b'\x89HDF\r\n\x1a\n truncated')
+        _, stop = run_main(['train', '--data-dir', cli_data, '--vgg-source', 'keras', '--runs-dir',
+                            scratch_dir('corrupt-keras-runs')])
+    assert 'could not read the Keras VGG16 weights' in str(stop) and 'delete the file' in str(stop), stop
+    assert '\n' not in str(stop) and not os.path.exists(os.path.join(cli_data, 'vgg'))
