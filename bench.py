@@ -18,11 +18,13 @@ It measures
     the peak resident memory of the process.
 All of that in this one process. Then the same weights are exported and
 timed as `main.py infer` runs them, in a process of their own: only a
-process that never trains may let oneDNN keep its converted kernels.
+process that never trains may let oneDNN keep its converted kernels. Last,
+that export is converted to ONNX (as `main.py export` converts it) and timed
+in onnxruntime, as `main.py infer --model F.onnx` runs it, in a third process.
 
 With --json the last line is one JSON object with pipeline_classic_ips,
-pipeline_ips, train_ips, infer_ips, train_flops_ratio, infer_flops_ratio,
-peak_rss_mb and a few more keys.
+pipeline_ips, train_ips, infer_ips, exported_ips, onnx_ips, train_flops_ratio,
+infer_flops_ratio, peak_rss_mb and a few more keys.
 """
 import argparse
 import json
@@ -35,12 +37,15 @@ import tempfile
 import time
 
 import numpy as np
+import onnxruntime
 
 import batches
 import datasets
 import helper
 import inference
 import model as fcn8
+import onnx_export
+import onnx_model
 import process_tuning
 import roadgen
 import training
@@ -308,6 +313,11 @@ def measure_model(vgg_path, batches, min_seconds, checkpoint_prefix, xla=False, 
     return flops, train_step_s, infer_step_s
 
 
+def timing_images(image_shape, batch_size):
+    """The batch the exported and the ONNX model are timed on: random uint8 images of `image_shape`."""
+    return list(np.random.default_rng(0).integers(0, 256, (batch_size,) + tuple(image_shape) + (3,), np.uint8))
+
+
 def time_exported_model(checkpoint_prefix, vgg_path, export_dir, image_shape, batch_size, min_seconds):
     """Seconds per batch of the exported model, run as main.py infer runs it; and this process's peak memory.
 
@@ -321,7 +331,7 @@ def time_exported_model(checkpoint_prefix, vgg_path, export_dir, image_shape, ba
     info = ModelInfo('kitti', 'road', datasets.ROAD_CLASSES, 1, tuple(image_shape))
     inference.export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, fcn8.AT_ONCE_SKIP_SCALES)
     exported = inference.ExportedModel(export_dir)
-    images = list(np.random.default_rng(0).integers(0, 256, (batch_size,) + tuple(image_shape) + (3,), np.uint8))
+    images = timing_images(image_shape, batch_size)
     try:
         step_s = seconds_per_step(lambda: exported(images), INFER_WARMUP_STEPS, min_seconds)
     finally:
@@ -329,25 +339,62 @@ def time_exported_model(checkpoint_prefix, vgg_path, export_dir, image_shape, ba
     return step_s, peak_rss_mb()
 
 
+def time_onnx_model(onnx_path, image_shape, batch_size, min_seconds):
+    """Seconds per batch of an ONNX model run by onnxruntime, as main.py infer --model F.onnx runs it.
+
+    Times OnnxModel calls on the images time_exported_model uses. (This process has imported TensorFlow, as
+    bench.py does, but never starts a session.)
+    """
+    predict = onnx_model.OnnxModel(onnx_path)
+    images = timing_images(image_shape, batch_size)
+    try:
+        return seconds_per_step(lambda: predict(images), INFER_WARMUP_STEPS, min_seconds)
+    finally:
+        predict.close()
+
+
 EXPORTED_MODEL_COMMAND = '_time-exported-model'
+ONNX_MODEL_COMMAND = '_time-onnx-model'
+
+
+def _in_child_process(command, *argv):
+    """bench.py `command` argv in a child process: the JSON it prints last."""
+    finished = subprocess.run([sys.executable, os.path.abspath(__file__), command] + [str(arg) for arg in argv],
+                              capture_output=True, text=True)
+    if finished.returncode:
+        raise RuntimeError('%s failed with exit status %d%s:\n%s' % (
+            command, finished.returncode, ' (killed by a signal: out of memory?)' if finished.returncode < 0 else '',
+            finished.stderr[-3000:]))
+    return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
 def measure_exported_model_apart(checkpoint_prefix, vgg_path, scratch, image_shape, batch_size, min_seconds):
-    """time_exported_model in a child process: (seconds per batch, the child's peak memory in MB)."""
-    command = [sys.executable, os.path.abspath(__file__), EXPORTED_MODEL_COMMAND, checkpoint_prefix, vgg_path,
-               os.path.join(scratch, 'export'), str(image_shape[0]), str(image_shape[1]), str(batch_size),
-               str(min_seconds)]
-    finished = subprocess.run(command, capture_output=True, text=True)
-    if finished.returncode:
-        raise RuntimeError('timing the exported model failed:\n%s' % finished.stderr[-3000:])
-    step_s, child_peak_mb = json.loads(finished.stdout.strip().splitlines()[-1])
-    return step_s, child_peak_mb
+    """time_exported_model in a child process, exporting to scratch/export: (seconds per batch, the child's peak
+    memory in MB)."""
+    return tuple(_in_child_process(EXPORTED_MODEL_COMMAND, checkpoint_prefix, vgg_path, os.path.join(scratch, 'export'),
+                                   *image_shape, batch_size, min_seconds))
+
+
+def measure_onnx_model_apart(scratch, image_shape, batch_size, min_seconds):
+    """scratch/export (see measure_exported_model_apart) converted as main.py export converts it (untimed), then
+    time_onnx_model in a child process: seconds per batch."""
+    onnx_path = os.path.join(scratch, 'model.onnx')
+    onnx_export.convert_apart(os.path.join(scratch, 'export'), onnx_path)
+    return _in_child_process(ONNX_MODEL_COMMAND, onnx_path, *image_shape, batch_size, min_seconds)
 
 
 def _exported_model_command(argv):
     checkpoint_prefix, vgg_path, export_dir, height, width, batch_size, min_seconds = argv
     print(json.dumps(time_exported_model(checkpoint_prefix, vgg_path, export_dir, (int(height), int(width)),
                                          int(batch_size), float(min_seconds))))
+
+
+def _onnx_model_command(argv):
+    onnx_path, height, width, batch_size, min_seconds = argv
+    print(json.dumps(time_onnx_model(onnx_path, (int(height), int(width)), int(batch_size), float(min_seconds))))
+
+
+CHILD_COMMANDS = {EXPORTED_MODEL_COMMAND: _exported_model_command, ONNX_MODEL_COMMAND: _onnx_model_command}
 
 
 # --------------------------------------------------------------------------- the bench
@@ -398,6 +445,8 @@ def run_bench(args):
         progress('the exported model as main.py infer runs it, in a process of its own')
         exported_step_s, exported_peak_mb = measure_exported_model_apart(
             checkpoint_prefix, vgg_path, scratch, args.image_shape, args.batch_size, args.min_seconds)
+        progress('that export converted to ONNX and run by onnxruntime, in a process of its own')
+        onnx_step_s = measure_onnx_model_apart(scratch, args.image_shape, args.batch_size, args.min_seconds)
     results.update(
         pipeline_classic_ips=classic_ips, pipeline_ips=project_ips, pipeline_speedup=project_ips / classic_ips,
         decode_once_s=decode_seconds, images=get_batches_fn.num_images,
@@ -410,7 +459,8 @@ def run_bench(args):
         data=args.data_dir or 'generated')
     for kind, step_flops, step_s in (('train', flops['train'], train_step_s),
                                      ('infer', flops['forward'], infer_step_s),
-                                     ('exported', flops['forward'], exported_step_s)):
+                                     ('exported', flops['forward'], exported_step_s),
+                                     ('onnx', flops['forward'], onnx_step_s)):
         results.update(speed_figures(kind, step_flops, step_s, args.batch_size, yardsticks))
     results['bars_missed'] = missed_bars(results)
     return results
@@ -433,7 +483,7 @@ def missed_bars(results):
 
 
 def _model_row(what, results, kind):
-    """A table row for 'train', 'infer' or 'exported'."""
+    """A table row for 'train', 'infer', 'exported' or 'onnx'."""
     return (what, '%.2f images/s' % results[kind + '_ips'],
             '%.3gs/step, %.3g GFLOP/s = %.2f x numpy matmul, %.2f x TensorFlow matmul' % (
                 results[kind + '_step_s'], results[kind + '_gflops'], results[kind + '_flops_ratio'],
@@ -451,6 +501,7 @@ def format_table(results):
         _model_row('training step (all layers, Adam)', results, 'train'),
         _model_row('inference (forward to softmax)', results, 'infer'),
         _model_row('exported model (float32), as main.py infer runs it', results, 'exported'),
+        _model_row('the same as ONNX, onnxruntime %s (float32)' % onnxruntime.__version__, results, 'onnx'),
         ('numpy float32 matmul', '%.0f GFLOP/s' % results['matmul_gflops'], 'best of %d' % MATMUL_REPEATS),
         ('TensorFlow (oneDNN) float32 matmul', '%.0f GFLOP/s' % results['onednn_matmul_gflops'],
          'best of %d' % MATMUL_REPEATS),
@@ -527,8 +578,8 @@ def validate(args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == [EXPORTED_MODEL_COMMAND]:
-        return _exported_model_command(argv[1:])
+    if argv[:1] and argv[0] in CHILD_COMMANDS:
+        return CHILD_COMMANDS[argv[0]](argv[1:])
     args = parse_args(argv)
     results = run_bench(args)
     print('\n'.join(format_table(results)))

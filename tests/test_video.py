@@ -1,0 +1,192 @@
+"""Tests of video in python main.py infer (video.py, infer_files.py): round trips, odd sizes, bad videos.
+
+Each test makes its videos itself, from generated road scenes, with the ffmpeg that imageio-ffmpeg ships.
+Inputs are written losslessly (FFV1, PNG) where a test compares pixels, so that only the output's H.264
+coding stands between what the model saw and what the test reads back.
+"""
+import fractions
+import os
+import subprocess
+
+import imageio.v2 as imageio
+import imageio.v3 as iio
+import imageio_ffmpeg
+import numpy as np
+
+import fixtures
+
+import images  # noqa: E402
+import inference  # noqa: E402
+import infer_files  # noqa: E402
+import roadgen  # noqa: E402
+import video  # noqa: E402
+from errors import OutputError  # noqa: E402
+
+NTSC = fractions.Fraction(30000, 1001)
+SHAPE = (96, 160)
+# Mean absolute difference (0-255) of 2x2 block means that x264 (CRF 18, veryfast) leaves on these small, noisy
+# frames with the test model's speckled overlay: 8.0 measured (3.0 on the grey video), against 65 that the
+# overlay's green adds to the road.
+CODEC_TOLERANCE = 11
+
+
+def _road_frames(count, shape=SHAPE, seed=7):
+    rng = np.random.default_rng(seed)
+    return np.stack([roadgen.render_scene(rng, shape)[0] for _ in range(count)])
+
+
+def _write_video(path, frames, fps=12, codec='ffv1', pixel_format='bgr0'):
+    writer = imageio.get_writer(path, format='FFMPEG', fps=fps, codec=codec, pixelformat=pixel_format, quality=None,
+                                macro_block_size=1, ffmpeg_log_level='error')
+    for frame in frames:
+        writer.append_data(frame)
+    writer.close()
+    return path
+
+
+def _read_video(path):
+    """(frames [N, H, W, 3], imageio's metadata) of a video."""
+    reader = imageio.get_reader(path, format='FFMPEG')
+    try:
+        return np.stack([frame for frame in reader.iter_data()]), reader.get_meta_data()
+    finally:
+        reader.close()
+
+
+def _block_means(frames):
+    """Means over 2x2 blocks: what H.264's 4:2:0 keeps of colour (the model of the small test run paints a
+    speckled mask, whose pixel-sized colour edges 4:2:0 cannot hold)."""
+    count, height, width = frames.shape[:3]
+    blocks = np.asarray(frames, np.float32).reshape(count, height // 2, 2, width // 2, 2, *frames.shape[3:])
+    return blocks.mean(axis=(2, 4))
+
+
+def _predicted(run, frames):
+    model = inference.ExportedModel(run)
+    try:
+        return np.concatenate([model(list(frames[i:i + video.BATCH_SIZE]))
+                               for i in range(0, len(frames), video.BATCH_SIZE)]), model.road_class
+    finally:
+        model.close()
+
+
+def test_video_round_trip_keeps_frames_size_and_rate_and_paints_only_the_road():
+    run = fixtures.small_trained_run()
+    folder = fixtures.scratch_dir('video')
+    frames = _road_frames(10)
+    source = _write_video(os.path.join(folder, 'drive.mkv'), frames, fps=NTSC)
+    out = os.path.join(folder, 'out')
+    stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out, '--masks'])
+    assert exit_value is None, stdout
+    assert 'frames/s' in stdout and 'infer: 1 of 1 videos written' in stdout, stdout
+    assert sorted(os.listdir(out)) == ['drive_overlay.mp4', 'drive_road.mp4']
+    source_meta = _read_video(source)[1]
+    overlay, overlay_meta = _read_video(os.path.join(out, 'drive_overlay.mp4'))
+    road_video, road_meta = _read_video(os.path.join(out, 'drive_road.mp4'))
+    for written, meta in ((overlay, overlay_meta), (road_video, road_meta)):
+        assert written.shape == frames.shape  # frame count, height, width
+        assert meta['fps'] == source_meta['fps'] == 29.97 and meta['duration'] == source_meta['duration']
+        assert meta['codec'] == 'h264' and meta['pix_fmt'].startswith('yuv420p'), meta
+
+    probabilities, road_class = _predicted(run, frames)
+    expected = np.stack([images.road_overlay(frame, p[..., road_class]) for frame, p in zip(frames, probabilities)])
+    assert np.abs(_block_means(overlay) - _block_means(expected)).mean() < CODEC_TOLERANCE
+    road_share = _block_means(probabilities[..., road_class] > images.ROAD_THRESHOLD)
+    road, not_road = road_share == 1, road_share == 0
+    assert road.mean() > 0.01 and not_road.mean() > 0.1, (road.mean(), not_road.mean())  # both to compare
+    change = _block_means(overlay) - _block_means(frames)
+    assert change[road][:, 1].mean() > 30, change[road].mean(axis=0)  # painted green where the model sees road
+    assert np.abs(change[not_road]).mean() < CODEC_TOLERANCE, np.abs(change[not_road]).mean()  # and nowhere else
+    expected_grey = images.probability_image(probabilities[..., road_class])
+    assert np.abs(_block_means(road_video[..., 0]) - _block_means(expected_grey)).mean() < CODEC_TOLERANCE
+
+
+def test_exact_frame_rates_behind_ffmpegs_rounded_ones():
+    assert video.frame_rate(29.97) == NTSC
+    assert video.frame_rate(23.98) == fractions.Fraction(24000, 1001)
+    assert video.frame_rate(59.94) == fractions.Fraction(60000, 1001)
+    assert video.frame_rate(25.0) == 25 and video.frame_rate(12.5) == fractions.Fraction(25, 2)
+
+
+def test_odd_sized_video_keeps_its_size_as_h264_444():
+    run = fixtures.small_trained_run()
+    folder = fixtures.scratch_dir('odd-video')
+    frames = _road_frames(5, (95, 157))
+    source = _write_video(os.path.join(folder, 'odd.mov'), frames, codec='png', pixel_format='rgb24')
+    out = os.path.join(folder, 'out')
+    stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out])
+    assert exit_value is None, stdout
+    assert 'odd size' in stdout and 'yuv444p' in stdout, stdout
+    overlay, meta = _read_video(os.path.join(out, 'odd_overlay.mp4'))
+    assert overlay.shape == frames.shape and meta['fps'] == 12 and meta['pix_fmt'].startswith('yuv444p'), meta
+
+
+def test_corrupt_video_gives_one_line_and_the_other_inputs_still_run():
+    run = fixtures.small_trained_run()
+    folder = fixtures.scratch_dir('bad-video')
+    frames = _road_frames(3)
+    good_video = _write_video(os.path.join(folder, 'good.avi'), frames, codec='mjpeg', pixel_format='yuvj420p')
+    image = fixtures.write_png(os.path.join(folder, 'still.png'), frames[0])
+    with open(os.path.join(folder, 'broken.mp4'), 'wb') as f:  # an MP4 header, then nothing playable
+        f.write(b'\x00\x00\x00\x18ftypmp42' + bytes(4000))
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-v', 'error', '-f', 'lavfi', '-i', 'sine=duration=0.5',
+                    os.path.join(folder, 'sound.mp4')], check=True, timeout=fixtures.CHILD_TIMEOUT)
+    out = os.path.join(folder, 'out')
+    stdout, exit_value = fixtures.run_main(['infer', '--model', run, good_video, image, os.path.join(
+        folder, 'broken.mp4'), os.path.join(folder, 'sound.mp4'), '--out', out])
+    assert exit_value == 1, stdout
+    for name, reason in (('broken.mp4', 'ffmpeg: moov atom not found'), ('sound.mp4', 'ffmpeg: no video stream')):
+        lines = [line for line in stdout.splitlines() if name in line]
+        assert len(lines) == 1 and 'cannot read video' in lines[0] and reason in lines[0], stdout
+    assert 'Traceback' not in stdout
+    assert 'infer: 1 of 1 images and 1 of 3 videos written' in stdout, stdout
+    assert sorted(os.listdir(out)) == ['good_overlay.mp4', 'still_overlay.png']  # no staging file left behind
+    assert len(_read_video(os.path.join(out, 'good_overlay.mp4'))[0]) == len(frames)
+
+
+def test_videos_are_told_from_images_by_content_then_by_extension():
+    folder = fixtures.scratch_dir('kinds')
+    frames = _road_frames(2, (32, 48))
+    containers = [_write_video(os.path.join(folder, 'a.mp4'), frames, codec='libx264', pixel_format='yuv420p'),
+                  _write_video(os.path.join(folder, 'b.mov'), frames, codec='png', pixel_format='rgb24'),
+                  _write_video(os.path.join(folder, 'c.avi'), frames, codec='mjpeg', pixel_format='yuvj420p'),
+                  _write_video(os.path.join(folder, 'd.mkv'), frames)]
+    assert all(video.is_video(path) for path in containers)
+    renamed = os.path.join(folder, 'clip.png')
+    os.rename(containers[0], renamed)
+    assert video.is_video(renamed)  # an MP4 whatever its name
+    picture = os.path.join(folder, 'picture.mkv')
+    iio.imwrite(picture, frames[0], extension='.png')
+    assert not video.is_video(picture)  # a PNG whatever its name
+    for name, expected in (('unknown.mkv', True), ('unknown.bin', False)):
+        with open(os.path.join(folder, name), 'wb') as f:
+            f.write(b'no known signature')
+        assert video.is_video(os.path.join(folder, name)) == expected
+
+
+def test_video_outputs_are_planned_with_the_images_and_replace_nothing_unasked():
+    paths = ['a/drive.mp4', 'b/drive.mkv', 'c/drive.png', 'c/other.avi']
+    plan = infer_files.planned_outputs(paths, 'out', lambda path: video.OUTPUT_SUFFIXES if path.endswith(
+        video.VIDEO_EXTENSIONS) else infer_files.IMAGE_SUFFIXES)
+    assert plan['a/drive.mp4'] == ['out/drive_mp4_overlay.mp4', 'out/drive_mp4_road.mp4']
+    assert plan['b/drive.mkv'][0] == 'out/drive_mkv_overlay.mp4'
+    assert plan['c/drive.png'][0] == 'out/drive_png_overlay.png'
+    assert plan['c/other.avi'][0] == 'out/other_overlay.mp4'
+
+    run = fixtures.small_trained_run()
+    folder = fixtures.scratch_dir('replace-video')
+    source = _write_video(os.path.join(folder, 'drive.mkv'), _road_frames(2))
+    out = os.path.join(folder, 'out')
+    os.makedirs(out)
+    with open(os.path.join(out, 'drive_overlay.mp4'), 'wb') as f:
+        f.write(b'a file the user keeps')
+    message = fixtures.expect_error(OutputError, infer_files.check_outputs,
+                                    {source: [os.path.join(out, 'drive_overlay.mp4')]}, [source], out, False)
+    assert '--overwrite' in message
+    stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out])
+    assert '--overwrite' in str(exit_value), (stdout, exit_value)
+    with open(os.path.join(out, 'drive_overlay.mp4'), 'rb') as f:
+        assert f.read() == b'a file the user keeps'
+    stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out, '--overwrite'])
+    assert exit_value is None, stdout
+    assert len(_read_video(os.path.join(out, 'drive_overlay.mp4'))[0]) == 2
