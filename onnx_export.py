@@ -32,20 +32,18 @@ from tfv1 import tf
 
 DEFAULT_OPSET = 17
 MAX_DIFFERENCE = 1e-4
-# The two runtimes round float32 differently by a few 1e-6 (measured: 2.1e-6 on the full VGG16 FCN-8, 4.4e-6 on
-# the tests' small one). A pixel whose TensorFlow road probability is this close to the threshold, or whose two
-# likeliest classes are this close, is a tie that rounding decides (TensorFlow itself may flip it on another CPU):
-# its flip is counted and shown, not refused. The full VGG16's check met 10 such pixels among 1.6 million.
+# The two runtimes round float32 differently by a few 1e-6. A pixel whose TensorFlow road probability is this
+# close to the threshold, or whose two likeliest classes are this close, is a tie that rounding decides
+# (TensorFlow itself may flip it on another CPU): its flip is counted and shown, not refused (README, "ONNX").
 TIE_MARGIN = 1e-5
 CHECK_IMAGES = 3
 CHECK_SEED = 0
 CONVERT_COMMAND = 'convert'
 USER_ERROR_STATUS = 2  # the conversion process's exit status for a UserError, whose message is its last line
 # protobuf's default implementation (upb) keeps every copy of a message in its arena until the whole message is
-# freed, and each pass of tf2onnx's optimizers copies every weight into its node again: converting the full
-# VGG16 FCN-8 (0.5 GB of weights) went past 24 GB and was killed. The pure-Python implementation shares the
-# weights' bytes: the whole export of that model took 8.4 GB at peak and 46 s on the 2-core development VM. It
-# must be chosen before protobuf is first imported, hence a process of its own.
+# freed, and each pass of tf2onnx's optimizers copies every weight again: the full VGG16 FCN-8 ran out of memory.
+# The pure-Python implementation shares the weights' bytes. It must be chosen before protobuf is first
+# imported, hence a process of its own.
 PURE_PYTHON_PROTOBUF = {'PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION': 'python'}
 
 

@@ -18,10 +18,8 @@ from errors import DatasetError, OutputError
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm')
 OUTPUT_SUFFIXES = ('_overlay.mp4', '_road.mp4')
 BATCH_SIZE = 8
-# x264's constant rate factor (18: visually lossless for most footage) and speed preset. At CRF 18, 'veryfast'
-# encoded 30 road frames of 1242x374 in 0.79 s where 'medium' took 1.67 s (2-core VM), 0.6 dB lower in PSNR
-# (42.7 dB against a lossless source) in a file 5% smaller; with 'medium' the encoder held a small model's
-# video infer to 8 frames/s.
+# x264's constant rate factor (18: visually lossless for most footage) and speed preset: 'medium' made the
+# encoder, not the model, the bottleneck of a small model's video infer (README, "Video" has the figures).
 CRF = 18
 PRESET = 'veryfast'
 # sRGB frames have BT.709 primaries: tagging the frames (setparams) and the stream so makes ffmpeg convert to YUV
