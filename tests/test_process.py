@@ -5,8 +5,10 @@ import re
 import sys
 import unittest
 
-from fixtures import ROOT, child_environment, expect_error, main_py, run_main, scratch_dir, train_args
+from fixtures import (ROOT, child_environment, expect_error, main_py, run_main, scratch_dir, small_dataset,
+                      small_trained_run, train_args)
 
+import datasets  # noqa: E402
 import errors  # noqa: E402
 import main  # noqa: E402
 import process_tuning  # noqa: E402
@@ -17,14 +19,15 @@ TENSORFLOW_LINE = re.compile(r'^[IWEF]\d{4} |All log messages before absl|cuda d
 
 
 def test_a_normal_run_prints_only_the_projects_lines_and_verbose_shows_tensorflows():
-    runs = scratch_dir('quiet-runs')
-    finished = main_py(train_args(runs, 1, '--xla'))
+    scene = datasets.kitti_test_images(small_dataset())[0]
+    finished = main_py(['infer', '--model', small_trained_run(), scene, '--out', scratch_dir('quiet-out')])
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert not TENSORFLOW_LINE.search(finished.stderr + finished.stdout), finished.stderr[-3000:]
-    assert 'train: done' in finished.stdout and 'device: ' in finished.stdout
+    assert 'infer: 1 of 1 images written' in finished.stdout
     verbose = main_py(train_args(scratch_dir('verbose-runs'), 1, '--xla', '--verbose'))
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert TENSORFLOW_LINE.search(verbose.stderr), 'TensorFlow\'s own lines with --verbose'
+    assert 'device: ' in verbose.stdout and 'train: done' in verbose.stdout
     # --xla reaches the training step: TensorFlow logs its first XLA compilation (seen with --verbose only).
     assert 'Compiled cluster using XLA' in verbose.stderr
 
