@@ -1,6 +1,8 @@
 """Training batches: decode once, then shuffled, optionally augmented batches from memory, prepared ahead."""
+import dataclasses
 import queue
 import threading
+from typing import Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -8,9 +10,20 @@ from tqdm import tqdm
 import datasets
 import images
 
-AUGMENT_CONTRAST = (0.8, 1.2)
-AUGMENT_BRIGHTNESS = 20.0
-AUGMENT_MAX_ZOOM = 1.15
+# Brightness shift, in 0-255 levels, per unit of colour-jitter strength: 0.2 gives the classic +-20.
+BRIGHTNESS_LEVELS_PER_STRENGTH = 100.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """How far a training image may be moved (--zoom, --color-jitter); the defaults are the classic ranges.
+
+    `zoom`: the range of the random scale before the image is cropped (or, below 1, mirror-padded) back to its
+    size. `color`: the strength S of the photometric jitter: saturation and contrast x[1-S, 1+S], gamma in
+    [e^-S, e^S], brightness +-100*S levels (S = 0.2: the classic brightness and contrast ranges).
+    """
+    zoom: Tuple[float, float] = (1.0, 1.15)
+    color: float = 0.2
 
 
 def load_training_pair(image_path, label_path, image_shape, to_onehot=datasets.kitti_label_to_onehot):
@@ -21,8 +34,10 @@ def load_training_pair(image_path, label_path, image_shape, to_onehot=datasets.k
 
 
 def batch_function(pairs, image_shape, seed=0, first_epoch=0, to_onehot=datasets.kitti_label_to_onehot,
-                   augment=False):
+                   augment=False, augmentation=Augmentation()):
     """`get_batches_fn(batch_size)` over (image, label) path pairs; see helper.gen_batch_function.
+
+    With `augment`, each batch is jittered within the ranges of `augmentation`.
 
     The order of the n-th call depends only on (seed, first_epoch + n), so a resumed run sees the batches an
     uninterrupted one would.
@@ -47,7 +62,7 @@ def batch_function(pairs, image_shape, seed=0, first_epoch=0, to_onehot=datasets
                 batch = order[start:start + batch_size]
                 batch_images, batch_labels = all_images[batch], all_labels[batch]
                 if augment:
-                    batch_images, batch_labels = augment_batch(jitter, batch_images, batch_labels)
+                    batch_images, batch_labels = augment_batch(jitter, batch_images, batch_labels, augmentation)
                 yield batch_images, onehot_batch(batch_labels, num_classes)
 
         return prefetch(batches())
@@ -67,8 +82,8 @@ def onehot_batch(ids, num_classes):
     return np.eye(num_classes + 1, num_classes, dtype=bool)[ids]
 
 
-def augment_batch(rng, batch_images, batch_labels):
-    """Random horizontal flip, brightness/contrast and zoom-and-crop, labels transformed alike.
+def augment_batch(rng, batch_images, batch_labels, augmentation=Augmentation()):
+    """Random horizontal flip and zoom (labels moved alike), then colour jitter (images only).
 
     Images uint8 [B, H, W, 3] and labels [B, H, W] (class ids) or [B, H, W, C] (one-hot) come back with the same
     shapes and types.
@@ -77,22 +92,49 @@ def augment_batch(rng, batch_images, batch_labels):
     for i in range(len(batch_images)):
         if rng.random() < 0.5:
             batch_images[i], batch_labels[i] = batch_images[i][:, ::-1], batch_labels[i][:, ::-1]
-        zoom = rng.uniform(1.0, AUGMENT_MAX_ZOOM)
-        if zoom > 1.01:
-            batch_images[i], batch_labels[i] = _zoom_and_crop(rng, batch_images[i], batch_labels[i], zoom)
-    contrast = rng.uniform(*AUGMENT_CONTRAST, size=(len(batch_images), 1, 1, 1))
-    brightness = rng.uniform(-AUGMENT_BRIGHTNESS, AUGMENT_BRIGHTNESS, size=(len(batch_images), 1, 1, 1))
-    mean = batch_images.mean(axis=(1, 2, 3), keepdims=True)
-    batch_images = np.clip((batch_images - mean) * contrast + mean + brightness, 0, 255).round().astype(np.uint8)
-    return batch_images, batch_labels
+        zoom = rng.uniform(*augmentation.zoom)
+        if abs(zoom - 1) > 0.01:
+            batch_images[i], batch_labels[i] = _zoom(rng, batch_images[i], batch_labels[i], zoom)
+    return jitter_colours(rng, batch_images, augmentation.color), batch_labels
 
 
-def _zoom_and_crop(rng, image, label, zoom):
+def jitter_colours(rng, batch_images, strength):
+    """Saturation, gamma, contrast and brightness of each image changed at random: other light, other cameras."""
+    shape = (len(batch_images), 1, 1, 1)
+
+    def factors():
+        return rng.uniform(1 - strength, 1 + strength, size=shape)
+
+    pixels = saturate(batch_images.astype(np.float32), factors())
+    pixels = apply_gamma(pixels, np.exp(rng.uniform(-strength, strength, size=shape)))
+    mean = pixels.mean(axis=(1, 2, 3), keepdims=True)
+    brightness = rng.uniform(-1, 1, size=shape) * strength * BRIGHTNESS_LEVELS_PER_STRENGTH
+    return np.clip((pixels - mean) * factors() + mean + brightness, 0, 255).round().astype(np.uint8)
+
+
+def saturate(pixels, factor):
+    """Colours `factor` times as far from their grey (0: grey, 1: unchanged); float 0-255 in and out."""
+    grey = pixels.mean(axis=-1, keepdims=True)
+    return np.clip(grey + (pixels - grey) * factor, 0, 255)
+
+
+def apply_gamma(pixels, gamma):
+    """0-255 levels through x -> x^gamma on [0, 1]: above 1 darker mid-tones (dusk), below 1 lighter (haze)."""
+    return 255 * (pixels / 255) ** gamma
+
+
+def _zoom(rng, image, label, zoom):
+    """Scale by `zoom`, then a random window of the original size: a crop, or below 1 a frame mirror-padded."""
     height, width = image.shape[:2]
     size = (int(round(height * zoom)), int(round(width * zoom)))
-    top, left = rng.integers(0, size[0] - height + 1), rng.integers(0, size[1] - width + 1)
+    image, label = images.resize_image(image, size), images.resize_nearest(label, size)
+    top, left = rng.integers(0, abs(size[0] - height) + 1), rng.integers(0, abs(size[1] - width) + 1)
+    if zoom < 1:
+        frame = [(top, height - size[0] - top), (left, width - size[1] - left)]
+        return (np.pad(image, frame + [(0, 0)], mode='symmetric'),
+                np.pad(label, frame + [(0, 0)] * (label.ndim - 2), mode='symmetric'))
     crop = (slice(top, top + height), slice(left, left + width))
-    return images.resize_image(image, size)[crop], images.resize_nearest(label, size)[crop]
+    return image[crop], label[crop]
 
 
 def prefetch(iterator, depth=2):

@@ -7,11 +7,16 @@ import dataclasses
 import json
 from typing import List, Tuple
 
+import batches
 from errors import RunFolderError
 
 VGG_SOURCES = ('udacity', 'keras')
+LR_SCHEDULES = ('constant', 'cosine')  # training.LR_SCHEDULES
 # CamVid's drive held out for validation by default: 101 images that no CamVid training sees (README, CamVid).
 DEFAULT_VAL_DRIVE = '0006R0'
+# The demo's random VGG16-shaped encoders, built if absent: (folder in the demo folder, width multiplier).
+GENERATED_DEMO_VGG = ('vgg', 0.125)
+CAMVID_DEMO_VGG = ('vgg-camvid', 0.25)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +63,11 @@ class RunConfig:
     val: List[Tuple[str, str]]
     test: List[Tuple[str, str]]       # labelled images scored once, at the end, with the best checkpoint
     test_images: List[str]            # images the run's overlays are made of
+    # Settings added since the first run.json: a run written without them resumes with these, the classic ones.
+    zoom: Tuple[float, float] = batches.Augmentation.zoom
+    color_jitter: float = batches.Augmentation.color
+    lr_schedule: str = 'constant'
+    warmup_epochs: int = 0
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -66,8 +76,9 @@ class RunConfig:
     def from_json(cls, text, where):
         try:
             fields = json.loads(text)
-            fields['image_shape'] = tuple(fields['image_shape'])
-            fields['skip_scales'] = tuple(fields['skip_scales'])
+            for name in ('image_shape', 'skip_scales', 'zoom'):
+                if name in fields:
+                    fields[name] = tuple(fields[name])
             for split in ('train', 'val', 'test'):
                 fields[split] = [tuple(pair) for pair in fields[split]]
             return cls(**fields)
@@ -76,4 +87,5 @@ class RunConfig:
                                  'file from a backup' % (where, type(error).__name__, error)) from error
 
     # Settings a resumed run may change: each takes effect from the next epoch and is recorded in run.json.
-    RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla')
+    RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla', 'zoom',
+                 'color_jitter', 'lr_schedule', 'warmup_epochs')

@@ -15,7 +15,7 @@ import roadgen
 import run_folder
 import training
 import vgg_builder
-from config import RunConfig
+from config import CAMVID_DEMO_VGG, GENERATED_DEMO_VGG, RunConfig
 from errors import DatasetError, RunFolderError, TrainingDiverged
 from tfv1 import tf
 
@@ -88,7 +88,8 @@ def run_config(args, dataset, data_root, vgg_path, train, val, test, test_images
         vgg_path=os.path.abspath(vgg_path), image_shape=tuple(args.image_shape), batch_size=args.batch_size,
         learning_rate=args.learning_rate, keep_prob=args.keep_prob, skip_scales=tuple(args.skip_scales),
         seed=args.seed, epochs=args.epochs, augment=args.augment, freeze_encoder=args.freeze_encoder,
-        xla=args.xla, mixed_precision=args.mixed_precision, clip_norm=args.clip_norm,
+        xla=args.xla, mixed_precision=args.mixed_precision, clip_norm=args.clip_norm, zoom=tuple(args.zoom),
+        color_jitter=args.color_jitter, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
         train=[tuple(map(os.path.abspath, pair)) for pair in train],
         val=[tuple(map(os.path.abspath, pair)) for pair in val],
         test=[tuple(map(os.path.abspath, pair)) for pair in test],
@@ -196,15 +197,15 @@ def finish(args):
 DEMO_LABELLED_IMAGES = 520
 DEMO_HELD_OUT_SHARE = 1 / 13
 DEMO_OVERLAY_IMAGES = 12
-DEMO_VGG_WIDTH = 0.125
 
 
 def demo(args):
     """Offline end to end: a small random VGG16-shaped encoder, trained, chosen on validation, scored on test."""
     demo_dir = os.path.join(args.data_dir, 'demo') if not args.camvid else os.path.join('data', 'demo')
-    vgg_path = args.vgg_dir or os.path.join(demo_dir, 'vgg')
+    vgg_folder, vgg_width = CAMVID_DEMO_VGG if args.camvid else GENERATED_DEMO_VGG
+    vgg_path = args.vgg_dir or os.path.join(demo_dir, vgg_folder)
     if args.vgg_dir is None and not downloads.vgg_is_complete(vgg_path):
-        vgg_builder.write_random_vgg16(vgg_path, width=DEMO_VGG_WIDTH, seed=args.seed)
+        vgg_builder.write_random_vgg16(vgg_path, width=vgg_width, seed=args.seed)
     if args.camvid:
         train_pairs, val, test = camvid_splits(args.data_dir, args.val_drive)
         config = run_config(args, 'camvid', args.data_dir, vgg_path, train_pairs, val, test,

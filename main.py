@@ -46,10 +46,16 @@ def __getattr__(name):
 DEFAULT_VAL_FRACTION = 1 / 6
 TRAIN_DEFAULTS = dict(vgg='<data-dir>/vgg, downloaded if absent', epochs=25, batch_size=8, learning_rate=1e-4,
                       keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES), augment=True,
-                      clip_norm=0.0, image_shape_note='; Cityscapes: %d %d' % cityscapes.DEFAULT_IMAGE_SHAPE)
+                      clip_norm=0.0, image_shape_note='; Cityscapes: %d %d' % cityscapes.DEFAULT_IMAGE_SHAPE,
+                      lr_schedule='constant', warmup_epochs=0, zoom=[1.0, 1.15], color_jitter=0.2)
 DEMO_DEFAULTS = dict(vgg='data/demo/vgg, built with random weights if absent', epochs=15, batch_size=8,
                      learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0],
-                     augment=False, clip_norm=0.0, image_shape_note='')
+                     augment=False, clip_norm=0.0, image_shape_note='', lr_schedule='constant', warmup_epochs=0,
+                     zoom=[1.0, 1.15], color_jitter=0.2)
+# demo --data-dir <CamVid folder>: the offline recipe chosen on the held-out drive (README, "The CamVid recipe").
+# These replace DEMO_DEFAULTS there; flags given on the command line win.
+CAMVID_DEMO_DEFAULTS = dict(epochs=30, image_shape=[176, 240], learning_rate=3e-4, augment=True, zoom=[0.75, 1.25],
+                            color_jitter=0.3, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0)
 
 
 def _add_training_flags(parser, defaults):
@@ -72,10 +78,23 @@ def _add_training_flags(parser, defaults):
                         help='factors on pool4 and pool3 before their scores (default: %(default)s)')
     parser.add_argument('--clip-norm', type=float, default=defaults['clip_norm'],
                         help='clip the global gradient norm to this (0: no clipping; default: %(default)s)')
+    parser.add_argument('--lr-schedule', choices=config.LR_SCHEDULES, default=defaults['lr_schedule'],
+                        help='the learning rate over the epochs after the warm-up: constant, or cosine from '
+                             '--learning-rate down to 1/20 of it at the last epoch (default: %(default)s)')
+    parser.add_argument('--warmup-epochs', type=int, default=defaults['warmup_epochs'],
+                        help='epochs over which the learning rate rises linearly towards --learning-rate, which '
+                             'the next epoch reaches (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     parser.add_argument('--augment', action=argparse.BooleanOptionalAction, default=defaults['augment'],
-                        help='random flips, brightness/contrast and scale/crop jitter of the training images '
-                             '(default: %s)' % ('on' if defaults['augment'] else 'off'))
+                        help='random flips, zoom and colour jitter of the training images, within --zoom and '
+                             '--color-jitter (default: %s)' % ('on' if defaults['augment'] else 'off'))
+    parser.add_argument('--zoom', type=float, nargs=2, metavar=('MIN', 'MAX'), default=defaults['zoom'],
+                        help='with --augment: each training image is scaled by a random factor in [MIN, MAX], '
+                             'then cropped (or, below 1, mirror-padded) back to its size (default: %(default)s)')
+    parser.add_argument('--color-jitter', type=float, metavar='S', default=defaults['color_jitter'],
+                        help='with --augment: random saturation and contrast (x[1-S, 1+S]), gamma (in '
+                             '[e^-S, e^S]) and brightness (+-100*S levels) of each training image; 0.2 is the '
+                             'classic brightness and contrast jitter (default: %(default)s)')
     parser.add_argument('--freeze-encoder', action='store_true',
                         help='train only the decoder (no gradients into VGG, fc6/fc7 included): for small GPUs')
     parser.add_argument('--xla', action='store_true', help='compile the graph with XLA (JIT)')
@@ -116,13 +135,19 @@ def build_parser():
                                    'val is kept for the report (default: %s)' % ' '.join(cityscapes.DEFAULT_VAL_CITIES))
     train_parser.add_argument('--resume', metavar='RUN_DIR', default=None,
                               help='continue that run from its last checkpoint; --epochs, --learning-rate, '
-                                   '--keep-prob, --batch-size, --clip-norm, --augment and --xla may change')
+                                   '--lr-schedule, --warmup-epochs, --keep-prob, --batch-size, --clip-norm, '
+                                   '--augment, --zoom, --color-jitter and --xla may change')
     train_parser.add_argument('--vgg-source', choices=config.VGG_SOURCES, default='udacity',
                               help="where to get VGG16 if <data-dir>/vgg is absent: Udacity's vgg.zip (falling back "
                                    "to keras when it fails) or Keras' ImageNet weights (default: %(default)s)")
     train_parser.add_argument('--kitti-url', default=None,
                               help='the data_road.zip link KITTI mails you: downloaded and unpacked if KITTI is absent')
-    demo_parser = commands.add_parser('demo', help='offline demo: generated roads, or --data-dir <CamVid folder>')
+    demo_parser = commands.add_parser(
+        'demo', help='offline demo: generated roads, or --data-dir <CamVid folder>',
+        description='The defaults below are those of the generated roads. With --data-dir <CamVid folder> the demo '
+                    'trains the CamVid recipe instead: %s, from a %g-width random VGG built in data/demo/%s if '
+                    'absent; flags given on the command line win.'
+                    % (' '.join(as_flags(CAMVID_DEMO_DEFAULTS)), config.CAMVID_DEMO_VGG[1], config.CAMVID_DEMO_VGG[0]))
     _add_training_flags(demo_parser, DEMO_DEFAULTS)
     finish_parser = commands.add_parser('finish', help='export, test and overlay a run from its best checkpoint, '
                                                        'without training more')
@@ -164,6 +189,16 @@ def build_parser():
     return parser
 
 
+def as_flags(defaults):
+    """{dest: value} as the command-line flags that give those values."""
+    for name, value in defaults.items():
+        flag = '--' + name.replace('_', '-')
+        if isinstance(value, bool):
+            yield flag if value else '--no-' + flag[2:]
+        else:
+            yield ' '.join([flag] + [str(item) for item in (value if isinstance(value, list) else [value])])
+
+
 def explicit_flags(parser, argv):
     """The names of the flags given on the command line (any spelling argparse accepts: --epochs=3, --epoch 3)."""
     command_parser = parser._subparsers._group_actions[0].choices[argv[0]]
@@ -187,10 +222,19 @@ def parse_args(argv):
     args.given = explicit_flags(parser, argv) if args.command in ('train', 'demo') else set()
     if args.command == 'demo':
         args.camvid = 'data_dir' in args.given and datasets.is_camvid(args.data_dir)
+        if args.camvid:
+            use_defaults(args, CAMVID_DEMO_DEFAULTS)
         args.classes, args.labels = 'road', 'kitti'
     if args.command in ('train', 'demo'):
         validate_training_args(args)
     return args
+
+
+def use_defaults(args, defaults):
+    """Set each flag of `defaults` that the command line did not give."""
+    for name, value in defaults.items():
+        if name not in args.given:
+            setattr(args, name, value)
 
 
 def validate_training_args(args):
@@ -210,6 +254,12 @@ def validate_training_args(args):
         problems.append('--skip-scales must be finite numbers')
     if not (math.isfinite(args.clip_norm) and args.clip_norm >= 0):
         problems.append('--clip-norm must be a finite number >= 0')
+    if args.warmup_epochs < 0:
+        problems.append('--warmup-epochs must be >= 0')
+    if not (all(math.isfinite(zoom) for zoom in args.zoom) and 0 < args.zoom[0] <= args.zoom[1]):
+        problems.append('--zoom MIN MAX must be finite with 0 < MIN <= MAX')
+    if not 0 <= args.color_jitter < 1:
+        problems.append('--color-jitter must be in [0, 1)')
     if args.command == 'train':
         if args.classes == 'all' and args.dataset == 'kitti':
             problems.append('--classes all needs a CamVid or Cityscapes dataset (KITTI Road labels only road)')
@@ -217,7 +267,7 @@ def validate_training_args(args):
             problems.append('--val-fraction must be in [0, 1)')
     if problems:
         raise errors.UserError('; '.join(problems))
-    args.image_shape = tuple(args.image_shape)
+    args.image_shape, args.zoom = tuple(args.image_shape), tuple(args.zoom)
 
 
 # command -> (module, function). The modules are imported when their command runs: infer of an ONNX model

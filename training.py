@@ -113,9 +113,29 @@ def model_info(config):
                      tuple(config.image_shape))
 
 
+# The cosine schedule ends at this share of the learning rate, not at 0: the last epoch still trains.
+FINAL_RATE_SHARE = 0.05
+
+
+def _cosine(progress):
+    """From 1 down to FINAL_RATE_SHARE along half a cosine: large steps early, small ones to settle."""
+    return FINAL_RATE_SHARE + (1 - FINAL_RATE_SHARE) * (1 + math.cos(math.pi * progress)) / 2
+
+
+# --lr-schedule (config.LR_SCHEDULES): the share of the learning rate at `progress`, 0 at the first epoch after
+# the warm-up and 1 at the last.
+LR_SCHEDULES = {'constant': lambda progress: 1.0, 'cosine': _cosine}
+
+
 def learning_rate_schedule(config):
-    """The learning rate of each epoch: config.learning_rate throughout (the classic recipe)."""
-    return lambda epoch: config.learning_rate
+    """The learning rate of each epoch (1-based): a linear warm-up over config.warmup_epochs, then
+    config.lr_schedule from config.learning_rate over the remaining epochs of config.epochs."""
+    def rate(epoch):
+        if epoch <= config.warmup_epochs:
+            return config.learning_rate * epoch / (config.warmup_epochs + 1)
+        progress = (epoch - config.warmup_epochs - 1) / max(1, config.epochs - config.warmup_epochs - 1)
+        return config.learning_rate * LR_SCHEDULES[config.lr_schedule](min(progress, 1.0))
+    return rate
 
 
 def selection_measure(fmt):
@@ -134,6 +154,7 @@ class EpochReporter:
         self.predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
                                                   tuple(config.image_shape), self.fmt.road_class, self.fmt.palette)
         self.measure, self.measure_name = selection_measure(self.fmt)
+        self.rate_of = learning_rate_schedule(config)
         self.best, self.completed = state.get('best_' + self.measure, -math.inf), state['epoch']
         self.rows = [row for row in run.read_metrics() if int(row['epoch']) <= self.completed]
         # train_nn checks the loss computed before each update: the epoch's last update is checked here.
@@ -152,11 +173,11 @@ class EpochReporter:
                  'validation': {key: float(result[key]) for key in ('iou', 'maxf', 'miou') if key in result}}
         # The metrics row before the checkpoints: a kill in between re-trains this epoch and rewrites its row.
         self.rows = [row for row in self.rows if int(row['epoch']) < epoch]
-        self.rows.append(dict({'epoch': epoch, 'train_loss': '%.6f' % loss},
-                              **{'val_' + key: '%.6f' % result[key] for key in ('iou', 'maxf', 'ap', 'precision',
-                                                                                'recall', 'miou') if key in result}))
+        training_row = {'epoch': epoch, 'train_loss': '%.6f' % loss, 'learning_rate': '%.6g' % self.rate_of(epoch)}
+        self.rows.append(dict(training_row, **{'val_' + key: '%.6f' % result[key] for key in
+                                               ('iou', 'maxf', 'ap', 'precision', 'recall', 'miou') if key in result}))
         self.run.write_metrics(self.rows)
-        self.run.write_summaries(epoch, dict({'train/loss': loss},
+        self.run.write_summaries(epoch, dict({'train/loss': loss, 'train/learning_rate': self.rate_of(epoch)},
                                              **{'val/' + k: result[k] for k in ('iou', 'maxf', 'miou')
                                                 if k in result and np.isfinite(result[k])}),
                                  self._overlays())
@@ -211,7 +232,9 @@ def fit(run, config):
             print('Resuming %s after epoch %d of %d' % (run.path, state['epoch'], config.epochs))
         get_batches_fn = batches.batch_function(config.train, tuple(config.image_shape), seed=config.seed,
                                                 first_epoch=state['epoch'], to_onehot=fmt.to_onehot,
-                                                augment=config.augment)
+                                                augment=config.augment,
+                                                augmentation=batches.Augmentation(tuple(config.zoom),
+                                                                                  config.color_jitter))
         reporter = EpochReporter(sess, fcn8, run, config, state)
         started = time.time()
         try:

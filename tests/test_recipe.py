@@ -1,0 +1,148 @@
+"""The training recipe's parts: colour and zoom jitter, the learning-rate schedule, the CamVid demo's defaults.
+
+Each is checked by what it does (pixels, labels, the steps Adam takes), in a few seconds in all; the recipe's
+held-out figures come from the documented commands in README, not from here.
+"""
+import json
+import os
+import types
+
+import numpy as np
+
+from fixtures import expect_error, scratch_dir
+
+import batches  # noqa: E402
+import config  # noqa: E402
+import errors  # noqa: E402
+import main  # noqa: E402
+import training  # noqa: E402
+from tfv1 import tf  # noqa: E402
+
+
+# --------------------------------------------------------------------------- colour and zoom jitter
+
+def test_saturation_and_gamma_do_what_their_names_say():
+    pixels = np.array([[[200.0, 100.0, 60.0], [90.0, 90.0, 90.0]]], np.float32)
+    grey = batches.saturate(pixels, 0.0)
+    assert np.allclose(grey, grey[..., :1]) and np.allclose(grey.mean(axis=-1), pixels.mean(axis=-1))
+    assert np.allclose(batches.saturate(pixels, 1.0), pixels)
+    assert np.allclose(batches.saturate(pixels, 1.5)[0, 0], [240, 90, 30]), 'colour spread 1.5 times, grey kept'
+    levels = np.array([0.0, 127.5, 255.0], np.float32)
+    assert np.allclose(batches.apply_gamma(levels, 2.0), [0, 63.75, 255]), 'darker mid-tones, ends fixed'
+    assert batches.apply_gamma(levels, 0.5)[1] > 127.5
+
+
+def _mirrored_or_same(augmented, original):
+    return np.array_equal(augmented, original) or np.array_equal(augmented, original[:, ::-1])
+
+
+def test_colour_jitter_moves_the_images_and_never_the_labels():
+    rng = np.random.default_rng(0)
+    ramp = np.repeat(np.array([40, 120, 200], np.uint8), 8)  # three equally spaced grey levels
+    images = np.broadcast_to(ramp[None, None, :, None], (16, 6, 24, 3)).copy()
+    labels = rng.integers(0, 3, size=(16, 6, 24)).astype(np.uint8)
+    still = batches.augment_batch(rng, images, labels, batches.Augmentation(zoom=(1, 1), color=0.0))
+    assert all(_mirrored_or_same(*pair) for pair in zip(still[0], images)), 'no jitter at strength 0'
+    jittered, jittered_labels = batches.augment_batch(rng, images, labels, batches.Augmentation(zoom=(1, 1), color=0.3))
+    curved = 0
+    for image, label, original_image, original_label in zip(jittered, jittered_labels, images, labels):
+        flipped = not np.array_equal(label, original_label)
+        assert np.array_equal(label, original_label[:, ::-1] if flipped else original_label)
+        image = image[:, ::-1] if flipped else image
+        assert not np.array_equal(image, original_image)
+        low, middle, high = image[0, [0, 8, 16], 0].astype(int)
+        curved += abs((middle - low) - (high - middle)) > 2  # a brightness/contrast change alone is affine
+    assert curved >= 8, 'gamma bends the levels of most images'
+
+
+def _longest_run(row):
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], row, [0]])))
+    return int((edges[1::2] - edges[::2]).max(initial=0))
+
+
+def test_zoom_below_one_shrinks_the_scene_and_keeps_each_label_on_its_pixels():
+    images = np.zeros((8, 32, 32, 3), np.uint8)
+    labels = np.zeros((8, 32, 32), np.uint8)
+    images[:, 8:24, 8:24], labels[:, 8:24, 8:24] = 200, 1  # a 16x16 road square
+    zoomed, zoomed_labels = batches.augment_batch(np.random.default_rng(1), images, labels,
+                                                  batches.Augmentation(zoom=(0.5, 0.5), color=0.0))
+    assert zoomed.shape == images.shape and zoomed_labels.shape == labels.shape
+    for image, label in zip(zoomed, zoomed_labels):
+        assert max(_longest_run(row) for row in label) == 8, 'the square (mirrored at the borders) is half as wide'
+        assert image[label == 1].min() >= 100 and image[label == 0].max() <= 100, 'labels on their pixels'
+
+
+# --------------------------------------------------------------------------- the learning-rate schedule
+
+def _schedule(epochs, warmup_epochs, lr_schedule='cosine', learning_rate=1e-3):
+    settings = types.SimpleNamespace(epochs=epochs, warmup_epochs=warmup_epochs, lr_schedule=lr_schedule,
+                                     learning_rate=learning_rate)
+    return training.learning_rate_schedule(settings)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_final_share():
+    rates = [_schedule(10, 2)(epoch) for epoch in range(1, 11)]
+    assert np.allclose(rates[:3], [1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert all(later < earlier for earlier, later in zip(rates[2:], rates[3:])), 'falls after the warm-up'
+    assert np.isclose(rates[-1], 1e-3 * training.FINAL_RATE_SHARE)
+    assert [_schedule(4, 0, 'constant')(epoch) for epoch in range(1, 5)] == [1e-3] * 4
+
+
+def test_the_scheduled_rate_reaches_every_training_step():
+    """Adam's step on a constant gradient is the learning rate itself: the weight moves by each epoch's rate."""
+    schedule = _schedule(4, 1, learning_rate=0.01)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        image, label = tf.placeholder(tf.float32, [None]), tf.placeholder(tf.float32, [None])
+        keep_prob, rate = tf.placeholder(tf.float32, []), tf.placeholder(tf.float32, [])
+        weight = tf.Variable(1.0)
+        loss = weight + 0 * (tf.reduce_sum(image) + tf.reduce_sum(label) + keep_prob)
+        train_op = tf.train.AdamOptimizer(rate).minimize(loss)
+        sess.run(tf.global_variables_initializer())
+        weights = [sess.run(weight)]
+
+        def two_batches(batch_size):
+            return iter([(np.zeros(1), np.zeros(1))] * 2)
+
+        training.train_nn(sess, 4, 2, two_batches, train_op, loss, image, label, keep_prob, rate,
+                          learning_rate_value=schedule,
+                          on_epoch_end=lambda epoch, mean_loss: weights.append(sess.run(weight)) and '')
+    moved = -np.diff(weights) / 2
+    assert np.allclose(moved, [schedule(epoch) for epoch in range(1, 5)], rtol=1e-4), moved
+
+
+# --------------------------------------------------------------------------- flags and run.json
+
+def _camvid_folder():
+    root = scratch_dir('camvid-layout')
+    for split in ('train', 'trainannot', 'val', 'valannot'):
+        os.makedirs(os.path.join(root, split))
+    return root
+
+
+def test_the_camvid_demo_has_its_own_defaults_and_explicit_flags_win():
+    camvid = main.parse_args(['demo', '--data-dir', _camvid_folder()])
+    for name, value in main.CAMVID_DEMO_DEFAULTS.items():
+        assert getattr(camvid, name) == (tuple(value) if isinstance(value, list) else value), name
+    generated = main.parse_args(['demo'])
+    assert generated.epochs == main.DEMO_DEFAULTS['epochs'] != camvid.epochs
+    assert generated.lr_schedule == main.DEMO_DEFAULTS['lr_schedule']
+    given = main.parse_args(['demo', '--data-dir', _camvid_folder(), '--epochs', '2', '--no-augment'])
+    assert given.epochs == 2 and not given.augment and given.lr_schedule == camvid.lr_schedule
+
+
+def test_recipe_flags_out_of_range_are_refused_in_one_line():
+    for flags, text in ((['--zoom', '0', '1'], '--zoom'), (['--zoom', '1.2', '1.1'], '--zoom'),
+                        (['--color-jitter', '1'], '--color-jitter'),
+                        (['--warmup-epochs', '-1'], '--warmup-epochs')):
+        expect_error(errors.UserError, main.parse_args, ['train'] + flags, contains=[text])
+
+
+def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settings():
+    fields = dict(dataset='kitti', classes='road', data_root='/d', vgg_path='/v', image_shape=[160, 576],
+                  batch_size=8, learning_rate=1e-4, keep_prob=0.5, skip_scales=[0.01, 0.0001], seed=0, epochs=25,
+                  augment=True, freeze_encoder=False, xla=False, mixed_precision=False, clip_norm=0.0, train=[],
+                  val=[], test=[], test_images=[])
+    old = config.RunConfig.from_json(json.dumps(fields), 'run.json')
+    assert (old.zoom, old.color_jitter) == (batches.Augmentation.zoom, batches.Augmentation.color)
+    assert (old.lr_schedule, old.warmup_epochs) == ('constant', 0)
+    assert config.RunConfig.from_json(old.to_json(), 'run.json') == old
