@@ -67,7 +67,7 @@ def describe_device(tf):
     """One line naming what will train: the GPU(s) and their memory, or that there is none."""
     gpus = [device for device in _local_devices(tf) if device.device_type == 'GPU']
     if not gpus:
-        return ('device: no GPU, training on the CPU: this will be slow (see README, "On a CPU"); TensorFlow %s'
+        return ('device: no GPU, training on the CPU: this will be slow (README, "On a GPU"); TensorFlow %s'
                 % tf.__version__)
     return 'device: %s; TensorFlow %s' % ('; '.join('%s (%.1f GB)' % (_gpu_name(gpu), gpu.memory_limit / 2 ** 30)
                                                     for gpu in gpus), tf.__version__)
