@@ -54,8 +54,8 @@ DEMO_DEFAULTS = dict(vgg='data/demo/vgg, built with random weights if absent', e
                      zoom=[1.0, 1.15], color_jitter=0.2)
 # demo --data-dir <CamVid folder>: the offline recipe chosen on the held-out drive (README, "The CamVid recipe").
 # These replace DEMO_DEFAULTS there; flags given on the command line win.
-CAMVID_DEMO_DEFAULTS = dict(epochs=30, image_shape=[176, 240], learning_rate=3e-4, augment=True, zoom=[0.75, 1.25],
-                            color_jitter=0.3, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0)
+CAMVID_DEMO_DEFAULTS = dict(epochs=30, image_shape=[176, 240], learning_rate=1e-4, augment=True, zoom=[1.0, 1.15],
+                            color_jitter=0.2, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0)
 
 
 def _add_training_flags(parser, defaults):
