@@ -296,9 +296,16 @@ def finish_run(run, config):
         written, skipped = _overlays(exported, config.test_images, run.path)
     finally:
         exported.close()
-    print('Saved %d test overlays to %s%s' % (written, run.path, '; %d unreadable image(s) skipped' % skipped
-                                                                   if skipped else ''))
+    print('Saved %d overlays of the %s images to %s%s' % (written, overlay_source(config), run.path,
+                                                          '; %d unreadable image(s) skipped' % skipped
+                                                          if skipped else ''))
     return results
+
+
+def overlay_source(config):
+    """'validation' when the run has no test images and overlays its validation images instead, else 'test'."""
+    validation_images = {image for image, _ in config.val}
+    return 'validation' if config.test_images and set(config.test_images) <= validation_images else 'test'
 
 
 def _test_measures(exported, config):

@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import datasets  # noqa: E402
 import main  # noqa: E402
 import roadgen  # noqa: E402
 import vgg_builder  # noqa: E402
@@ -100,6 +101,22 @@ def write_png(path, image):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     iio.imwrite(path, np.asarray(image))
     return path
+
+
+def camvid_folder(size=(20, 30), with_test=False):
+    """A tiny CamVid-layout folder: drive 0001TP (train), 0006R0 (train), 0016E5 (val), Seq05VD (test)."""
+    root = scratch_dir('camvid')
+    splits = [('train', '0001TP', 2), ('train', '0006R0', 2), ('val', '0016E5', 2)]
+    splits += [('test', 'Seq05VD', 2)] if with_test else []
+    for split, drive, count in splits:
+        for i in range(count):
+            ids = np.full(size, 1, np.uint8)
+            ids[size[0] // 2:] = datasets.CAMVID_ROAD
+            ids[0] = datasets.CAMVID_UNLABELLED
+            name = '%s_%06d.png' % (drive, i)
+            write_png(os.path.join(root, split, name), np.full(size + (3,), 60 + 40 * i, np.uint8))
+            write_png(os.path.join(root, split + 'annot', name), ids)
+    return root
 
 
 def expect_error(error_type, function, *args, contains=(), **kwargs):

@@ -4,8 +4,8 @@ import os
 import imageio.v3 as iio
 import numpy as np
 
-from fixtures import (SHARED_DATA, SMALL_SHAPE, expect_error, kitti_label, scratch_dir, small_dataset,
-                      write_png)
+from fixtures import (SHARED_DATA, SMALL_SHAPE, camvid_folder, expect_error, kitti_label, scratch_dir,
+                      small_dataset, write_png)
 
 import batches  # noqa: E402
 import datasets  # noqa: E402
@@ -227,22 +227,6 @@ def test_prefetch_keeps_order_and_raises_the_producers_error():
 
 
 # --------------------------------------------------------------------------- CamVid
-
-def camvid_folder(size=(20, 30), with_test=False):
-    """A tiny CamVid-layout folder: drive 0001TP (train), 0006R0 (train), 0016E5 (val), Seq05VD (test)."""
-    root = scratch_dir('camvid')
-    splits = [('train', '0001TP', 2), ('train', '0006R0', 2), ('val', '0016E5', 2)]
-    splits += [('test', 'Seq05VD', 2)] if with_test else []
-    for split, drive, count in splits:
-        for i in range(count):
-            ids = np.full(size, 1, np.uint8)
-            ids[size[0] // 2:] = datasets.CAMVID_ROAD
-            ids[0] = datasets.CAMVID_UNLABELLED
-            name = '%s_%06d.png' % (drive, i)
-            write_png(os.path.join(root, split, name), np.full(size + (3,), 60 + 40 * i, np.uint8))
-            write_png(os.path.join(root, split + 'annot', name), ids)
-    return root
-
 
 def test_camvid_layout_is_detected_paired_and_decoded():
     root = camvid_folder()

@@ -9,10 +9,11 @@ import types
 
 import numpy as np
 
-from fixtures import expect_error, scratch_dir
+from fixtures import camvid_folder, expect_error, only_run, run_main, scratch_dir, small_vgg
 
 import batches  # noqa: E402
 import config  # noqa: E402
+import datasets  # noqa: E402
 import errors  # noqa: E402
 import main  # noqa: E402
 import training  # noqa: E402
@@ -146,3 +147,35 @@ def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settin
     assert (old.zoom, old.color_jitter) == (batches.Augmentation.zoom, batches.Augmentation.color)
     assert (old.lr_schedule, old.warmup_epochs) == ('constant', 0)
     assert config.RunConfig.from_json(old.to_json(), 'run.json') == old
+
+
+# --------------------------------------------------------------------------- the CamVid demo, end to end
+
+def _camvid_demo(root):
+    runs_dir = os.path.join(root, 'runs')
+    out, exit_value = run_main(['demo', '--data-dir', root, '--vgg-dir', small_vgg(), '--runs-dir', runs_dir,
+                                '--epochs', '1', '--image-shape', '32', '48', '--batch-size', '2'])
+    assert exit_value is None, exit_value
+    run = only_run(runs_dir)
+    with open(os.path.join(run, 'run.json')) as f:
+        run_config = json.load(f)
+    drives = {split: {datasets.camvid_drive(image) for image, _ in run_config[split]} for split in ('train', 'val')}
+    assert drives == {'train': {'0001TP', '0016E5'}, 'val': {'0006R0'}}, drives
+    overlays = sorted(name for name in os.listdir(run) if name.endswith('.png'))
+    return out.strip().splitlines(), run, overlays
+
+
+def test_the_camvid_demo_holds_a_drive_out_and_ends_with_test_or_says_it_had_only_validation():
+    lines, run, overlays = _camvid_demo(camvid_folder(with_test=True))
+    assert lines[-1].startswith('demo: test road IoU ') and lines[-1].endswith('on 2 test images, overlays in %s'
+                                                                               % run), lines[-1]
+    with open(os.path.join(run, 'test_metrics.json')) as f:
+        assert 0 <= json.load(f)['iou'] <= 1
+    assert overlays == ['Seq05VD_000000.png', 'Seq05VD_000001.png']
+    assert any(line.startswith('Saved 2 overlays of the test images') for line in lines)
+
+    lines, run, overlays = _camvid_demo(camvid_folder())
+    assert lines[-1].startswith('demo: no test/ split in ') and 'validation road IoU' in lines[-1], lines[-1]
+    assert 'on 2 images of drive 0006R0' in lines[-1] and not os.path.exists(os.path.join(run, 'test_metrics.json'))
+    assert overlays == ['0006R0_000000.png', '0006R0_000001.png']
+    assert any(line.startswith('Saved 2 overlays of the validation images') for line in lines)
