@@ -20,11 +20,17 @@ import sys
 import tempfile
 
 import numpy as np
-# Not tfv1: the Keras child process below needs eager execution, which tfv1 switches off.
-import tensorflow.compat.v1 as tf
 
-import atomic
-from errors import VGGModelError
+import quiet
+
+if __name__ == '__main__':  # before TensorFlow loads: its first log lines come at import
+    quiet.filter_native_stderr()
+
+# Not tfv1: the Keras child process below needs eager execution, which tfv1 switches off.
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+import atomic  # noqa: E402
+from errors import VGGModelError  # noqa: E402
 
 VGG_TAG = 'vgg16'
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
