@@ -52,10 +52,10 @@ DEMO_DEFAULTS = dict(vgg='data/demo/vgg, built with random weights if absent', e
                      learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0],
                      augment=False, clip_norm=0.0, image_shape_note='', lr_schedule='constant', warmup_epochs=0,
                      zoom=[1.0, 1.15], color_jitter=0.2)
-# demo --data-dir <CamVid folder>: the offline recipe chosen on the held-out drive (README, "The CamVid recipe").
-# These replace DEMO_DEFAULTS there; flags given on the command line win.
+# demo --data-dir <CamVid folder>: the offline recipe chosen on held-out drives (README, "Real roads on a CPU:
+# CamVid"). These replace DEMO_DEFAULTS there; flags given on the command line win.
 CAMVID_DEMO_DEFAULTS = dict(epochs=30, image_shape=[176, 240], learning_rate=1e-4, augment=True, zoom=[1.0, 1.15],
-                            color_jitter=0.2, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0)
+                            color_jitter=0.4, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0)
 
 
 def _add_training_flags(parser, defaults):
