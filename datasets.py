@@ -211,7 +211,7 @@ def check_labels(pairs, fmt, what):
     Returns a warning (or '') when no label has a single road pixel: such a set cannot measure road.
     """
     road_pixels = 0
-    for _, label_path in tqdm(pairs, desc='checking %s labels' % what, unit='img', leave=False):
+    for _, label_path in tqdm(pairs, desc='checking %s labels' % what, unit='img', leave=False, disable=not pairs):
         road_pixels += int(read_onehot(label_path, fmt.to_onehot)[..., fmt.road_class].sum())
     if pairs and not road_pixels:
         return ('warning: none of the %d %s labels has a road pixel; road IoU and MaxF on them are undefined'
