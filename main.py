@@ -22,6 +22,7 @@ import quiet
 if __name__ == '__main__':  # before TensorFlow loads: its first log lines come at import
     quiet.show_everything() if quiet.verbose_requested(sys.argv) else quiet.filter_native_stderr()
 
+import batches  # noqa: E402
 import cityscapes  # noqa: E402
 import config  # noqa: E402
 import datasets  # noqa: E402
@@ -44,18 +45,21 @@ def __getattr__(name):
 # --------------------------------------------------------------------------- command line
 
 DEFAULT_VAL_FRACTION = 1 / 6
+# The classic jitter ranges (batches.Augmentation), as flag defaults.
+CLASSIC_AUGMENTATION = dict(zoom=list(batches.Augmentation.zoom), color_jitter=batches.Augmentation.color)
 TRAIN_DEFAULTS = dict(vgg='<data-dir>/vgg, downloaded if absent', epochs=25, batch_size=8, learning_rate=1e-4,
                       keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES), augment=True,
                       clip_norm=0.0, image_shape_note='; Cityscapes: %d %d' % cityscapes.DEFAULT_IMAGE_SHAPE,
-                      lr_schedule='constant', warmup_epochs=0, zoom=[1.0, 1.15], color_jitter=0.2)
+                      lr_schedule='constant', warmup_epochs=0, **CLASSIC_AUGMENTATION)
 DEMO_DEFAULTS = dict(vgg='data/demo/vgg, built with random weights if absent', epochs=15, batch_size=8,
                      learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0],
                      augment=False, clip_norm=0.0, image_shape_note='', lr_schedule='constant', warmup_epochs=0,
-                     zoom=[1.0, 1.15], color_jitter=0.2)
+                     **CLASSIC_AUGMENTATION)
 # demo --data-dir <CamVid folder>: the offline recipe chosen on held-out drives (README, "Real roads on a CPU:
 # CamVid"). These replace DEMO_DEFAULTS there; flags given on the command line win.
-CAMVID_DEMO_DEFAULTS = dict(epochs=30, image_shape=[176, 240], learning_rate=1e-4, augment=True, zoom=[1.0, 1.15],
-                            color_jitter=0.4, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0)
+CAMVID_DEMO_DEFAULTS = dict(epochs=30, image_shape=[176, 240], learning_rate=1e-4, augment=True,
+                            zoom=CLASSIC_AUGMENTATION['zoom'], color_jitter=0.4, lr_schedule='cosine',
+                            warmup_epochs=2, clip_norm=1.0)
 
 
 def _add_training_flags(parser, defaults):
