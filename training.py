@@ -30,6 +30,10 @@ EPOCH_EXPLOSION = 10.0
 RUNNING_MEAN_BATCHES = 50
 MIN_BATCHES_FOR_EXPLOSION = 10
 OVERLAYS_PER_EPOCH = 3
+# After a loss explosion, train_rewinding goes back to the last checkpoint and on at this share of the rate, at
+# most MAX_REWINDS times: the random CamVid encoder's activations can still run away late in long runs (README).
+REWIND_RATE_SHARE = 0.5
+MAX_REWINDS = 3
 
 
 def session_config(xla=False, mixed_precision=False):
@@ -138,6 +142,17 @@ def learning_rate_schedule(config):
     return rate
 
 
+class LearningRate:
+    """The rate of each epoch: the configured schedule times `share`, which each rewind after an explosion
+    lowers (and the run's checkpoints carry, so that a resumed run goes on at the rate it had)."""
+
+    def __init__(self, config, share=1.0):
+        self.schedule, self.share = learning_rate_schedule(config), share
+
+    def __call__(self, epoch):
+        return self.share * self.schedule(epoch)
+
+
 def selection_measure(fmt):
     """(key, name) of what validation picks the best checkpoint by: what the dataset's benchmark ranks, mean class
     IoU for a model of all classes (Cityscapes, CamVid), road MaxF for a road model (KITTI)."""
@@ -147,15 +162,15 @@ def selection_measure(fmt):
 class EpochReporter:
     """After each epoch: validation metrics, metrics.csv, TensorBoard, then the best and last checkpoints."""
 
-    def __init__(self, sess, fcn8, run, config, state):
-        self.sess, self.run, self.config = sess, run, config
+    def __init__(self, sess, fcn8, run, config, state, rate):
+        self.sess, self.run, self.config, self.rate_of = sess, run, config, rate
         self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
         self.fmt = datasets.label_format(config.dataset, config.classes)
         self.predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
                                                   tuple(config.image_shape), self.fmt.road_class, self.fmt.palette)
         self.measure, self.measure_name = selection_measure(self.fmt)
-        self.rate_of = learning_rate_schedule(config)
         self.best, self.completed = state.get('best_' + self.measure, -math.inf), state['epoch']
+        self.losses, self.rewinds = {}, 0  # mean train loss of each epoch trained here (a rewound one: its redo)
         self.rows = [row for row in run.read_metrics() if int(row['epoch']) <= self.completed]
         # train_nn checks the loss computed before each update: the epoch's last update is checked here.
         self.weights_finite = tf.reduce_all([tf.reduce_all(tf.is_finite(v)) for v in tf.trainable_variables()])
@@ -170,6 +185,7 @@ class EpochReporter:
         if improved and self.config.val:
             self.best = result[self.measure]
         state = {'epoch': epoch, 'best_' + self.measure: float(self.best), 'loss': float(loss),
+                 'rate_share': self.rate_of.share,
                  'validation': {key: float(result[key]) for key in ('iou', 'maxf', 'miou') if key in result}}
         # The metrics row before the checkpoints: a kill in between re-trains this epoch and rewrites its row.
         self.rows = [row for row in self.rows if int(row['epoch']) < epoch]
@@ -184,7 +200,7 @@ class EpochReporter:
         if improved:  # best before last: a kill in between never leaves a best score without its weights
             self.run.save_checkpoint(self.sess, self.saver, 'best', state)
         self.run.save_checkpoint(self.sess, self.saver, 'last', state)
-        self.completed = epoch
+        self.completed, self.losses[epoch] = epoch, float(loss)
         if not self.config.val:
             return ''
         return 'val road IoU %.3f MaxF %.3f on %d val images%s%s' % (
@@ -235,13 +251,11 @@ def fit(run, config):
                                                 augment=config.augment,
                                                 augmentation=batches.Augmentation(tuple(config.zoom),
                                                                                   config.color_jitter))
-        reporter = EpochReporter(sess, fcn8, run, config, state)
+        rate = LearningRate(config, state.get('rate_share', 1.0))
+        reporter = EpochReporter(sess, fcn8, run, config, state, rate)
         started = time.time()
         try:
-            history = train_nn(sess, config.epochs, config.batch_size, get_batches_fn, fcn8.train_op, fcn8.loss,
-                               fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
-                               keep_prob_value=config.keep_prob, learning_rate_value=learning_rate_schedule(config),
-                               start_epoch=state['epoch'], on_epoch_end=reporter)
+            train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter)
         except KeyboardInterrupt:
             raise Interrupted('interrupted in epoch %d: checkpoints/last holds epoch %d, the last one completed; '
                               'python main.py train --resume %s continues exactly from there'
@@ -257,13 +271,40 @@ def fit(run, config):
                    run.path, max(1, config.batch_size // 2))) from None
         finally:
             run.close()
+    history = [loss for _, loss in sorted(reporter.losses.items())]
     if history:
         best = ('best validation %s %.3f' % (reporter.measure_name, reporter.best) if config.val
                 else 'no validation set: the last epoch is the model')
-        print('Trained epochs %d-%d on %d train images in %.0fs: train loss %.4f -> %.4f; %s'
+        print('Trained epochs %d-%d on %d train images in %.0fs: train loss %.4f -> %.4f; %s%s'
               % (state['epoch'] + 1, config.epochs, len(config.train), time.time() - started, history[0],
-                 history[-1], best))
+                 history[-1], best, '; learning rate x%g after %d rewind(s)' % (reporter.rate_of.share,
+                                                                              reporter.rewinds)
+                 if reporter.rewinds else ''))
     return history
+
+
+def train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter):
+    """train_nn from the last completed epoch to config.epochs. When the loss explodes, go back to the last
+    checkpoint and on at REWIND_RATE_SHARE of the rate, as one would by hand with --resume and a lower
+    --learning-rate; after MAX_REWINDS of them (or with no checkpoint yet) the FloatingPointError stands."""
+    rate = reporter.rate_of
+    while True:
+        try:
+            return train_nn(sess, config.epochs, config.batch_size, get_batches_fn, fcn8.train_op, fcn8.loss,
+                            fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
+                            keep_prob_value=config.keep_prob, learning_rate_value=rate,
+                            start_epoch=reporter.completed, on_epoch_end=reporter)
+        except FloatingPointError as error:
+            last = run.checkpoint('last')
+            if last is None or reporter.rewinds == MAX_REWINDS:
+                raise FloatingPointError('%s%s' % (error, ' (after %d rewinds)' % reporter.rewinds
+                                                   if reporter.rewinds else '')) from error
+            run_folder.restore(sess, last[0])
+            rate.share *= REWIND_RATE_SHARE
+            reporter.rewinds += 1
+            tqdm.write('%s. Rewound to the end of epoch %d, going on at x%g of the learning rate (rewind %d of '
+                       'at most %d)' % (str(error).split(';')[0], last[1]['epoch'], rate.share, reporter.rewinds,
+                                        MAX_REWINDS))
 
 
 def chosen_checkpoint(run):

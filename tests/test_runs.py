@@ -1,4 +1,5 @@
 """Training runs: what a run folder holds, one model per run, exact resumes, and nothing lost or left behind."""
+import dataclasses
 import glob
 import json
 import os
@@ -15,8 +16,10 @@ import numpy as np
 from fixtures import (CHILD_TIMEOUT, ROOT, child_environment, expect_error, only_run, run_main, scratch_dir, small_dataset, small_trained_run, small_vgg, train_args, write_png)
 
 import atomic  # noqa: E402
+import batches  # noqa: E402
 import datasets  # noqa: E402
 import images  # noqa: E402
+import model  # noqa: E402
 import roadgen  # noqa: E402
 import run_folder  # noqa: E402
 import training  # noqa: E402
@@ -324,11 +327,42 @@ def test_a_diverging_run_is_finished_from_its_best_checkpoint():
     os.remove(os.path.join(run.path, 'um_000000.png'))
     _, stop = run_main(['train', '--resume', run.path, '--epochs', '4', '--learning-rate', '1e6'])
     assert ('exploded' in stop or 'became' in stop) and 'finished from its best checkpoint' in stop, stop
+    assert 'after %d rewinds' % training.MAX_REWINDS in stop, stop
     assert '\n' not in stop
     assert same_values(checkpoint_values(run.checkpoint('last')[0]), good), 'no diverged weights were saved'
     assert run.checkpoint('best')[1]['epoch'] == best_epoch
     assert os.path.isfile(os.path.join(run.path, 'um_000000.png')), 'the overlays were written again'
     assert os.path.isfile(os.path.join(run.path, 'export', 'saved_model.pb'))
+
+
+def test_an_explosion_rewinds_to_the_last_checkpoint_and_goes_on_at_half_the_rate():
+    runs = scratch_dir('rewind')
+    run_main(train_args(runs, 2))
+    run = run_folder.RunFolder(only_run(runs))
+    config = dataclasses.replace(run.read_config(), epochs=4)
+    prefix, state = run.checkpoint('last')
+    fmt = datasets.label_format(config.dataset, config.classes)
+    served = batches.batch_function(config.train, tuple(config.image_shape), to_onehot=fmt.to_onehot)
+    calls = []
+
+    def poisoned_once(batch_size):
+        """Epoch 3's second batch has NaN labels: its update makes every weight NaN, as a real blow-up would."""
+        calls.append(batch_size)
+        for i, (images_, labels) in enumerate(served(batch_size)):
+            yield images_, np.full(labels.shape, np.nan, np.float32) if (len(calls), i) == (1, 1) else labels
+
+    tf.reset_default_graph()
+    with tf.Session() as sess, run.owned():
+        fcn8 = model.build_fcn8(sess, config.vgg_path, fmt.num_classes, tuple(config.skip_scales))
+        run_folder.restore(sess, prefix)
+        reporter = training.EpochReporter(sess, fcn8, run, config, state, training.LearningRate(config))
+        history = training.train_rewinding(sess, fcn8, run, config, poisoned_once, reporter)
+    assert len(history) == 2 and np.all(np.isfinite(history)) and reporter.rewinds == 1, (history, reporter.rewinds)
+    last_prefix, last_state = run.checkpoint('last')
+    assert last_state['epoch'] == 4 and last_state['rate_share'] == training.REWIND_RATE_SHARE, last_state
+    assert all(np.all(np.isfinite(value)) for value in checkpoint_values(last_prefix).values())
+    rates = [float(row['learning_rate']) for row in run.read_metrics()]
+    assert rates == [1e-3, 1e-3, 5e-4, 5e-4], rates
 
 
 def test_the_loss_watch_catches_an_explosion_that_is_still_finite():
