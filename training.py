@@ -30,7 +30,7 @@ EPOCH_EXPLOSION = 10.0
 RUNNING_MEAN_BATCHES = 50
 MIN_BATCHES_FOR_EXPLOSION = 10
 OVERLAYS_PER_EPOCH = 3
-# After a loss explosion, train_rewinding goes back to the last checkpoint and on at this share of the rate, at
+# After a loss explosion, train_rewinding goes back to the best checkpoint and on at this share of the rate, at
 # most MAX_REWINDS times: the random CamVid encoder's activations can still run away late in long runs (README).
 REWIND_RATE_SHARE = 0.5
 MAX_REWINDS = 3
@@ -54,8 +54,12 @@ def session_config(xla=False, mixed_precision=False):
 class LossWatch:
     """Says when the loss has diverged: not finite, or far above what it has been."""
 
-    def __init__(self):
-        self.recent, self.best_epoch_mean = [], math.inf
+    def __init__(self, best_epoch_mean=math.inf):
+        self.recent, self.best_epoch_mean = [], best_epoch_mean
+
+    def forget_batches(self):
+        """Start the batches' running mean afresh (after a rewind: the exploded batches are not the norm)."""
+        self.recent = []
 
     def check_batch(self, loss, epoch):
         if not np.isfinite(loss):
@@ -75,19 +79,19 @@ class LossWatch:
 
 def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_loss, input_image,
              correct_label, keep_prob, learning_rate, keep_prob_value=0.5, learning_rate_value=1e-4,
-             start_epoch=0, on_epoch_end=None):
+             start_epoch=0, on_epoch_end=None, loss_watch=None):
     """Train epochs start_epoch+1 .. epochs; a progress bar per epoch, a summary line after it.
 
     `on_epoch_end(epoch, mean_loss)` may validate and save; the text it returns ends the epoch's line.
     `learning_rate_value` may be a function of the epoch. Returns the mean loss of every epoch trained.
     Stops with FloatingPointError on a non-finite or exploding loss, before the weights it produced are
-    saved or used.
+    saved or used; `loss_watch` (a LossWatch) carries what counts as exploding from an earlier call.
     """
     process_tuning.check_weights_not_frozen()
     num_images = getattr(get_batches_fn, 'num_images', None)  # the classic test's get_batches_fn has none
     batches_per_epoch = math.ceil(num_images / batch_size) if num_images else None
     rate_of = learning_rate_value if callable(learning_rate_value) else lambda epoch: learning_rate_value
-    watch, history = LossWatch(), []
+    watch, history = loss_watch or LossWatch(), []
     for epoch in range(start_epoch + 1, epochs + 1):
         started, total, seen = time.time(), 0.0, 0
         bar = tqdm(get_batches_fn(batch_size), total=batches_per_epoch, desc='epoch %d/%d' % (epoch, epochs),
@@ -207,6 +211,17 @@ class EpochReporter:
             result['iou'], result['maxf'], len(self.config.val),
             ', mean class IoU %.3f' % result['miou'] if 'miou' in result else '', ' (best)' if improved else '')
 
+    def rewind(self, checkpoint):
+        """Back to `checkpoint` (prefix, state): its weights in the session and, with the lowered rate, in the last
+        checkpoint and metrics.csv too, so that a kill from here resumes from here."""
+        prefix, state = checkpoint
+        run_folder.restore(self.sess, prefix)
+        self.completed, self.rewinds = state['epoch'], self.rewinds + 1
+        self.losses = {epoch: loss for epoch, loss in self.losses.items() if epoch <= self.completed}
+        self.rows = [row for row in self.rows if int(row['epoch']) <= self.completed]
+        self.run.write_metrics(self.rows)
+        self.run.save_checkpoint(self.sess, self.saver, 'last', dict(state, rate_share=self.rate_of.share))
+
     def _validate(self):
         if not self.config.val:
             return {}
@@ -284,27 +299,27 @@ def fit(run, config):
 
 
 def train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter):
-    """train_nn from the last completed epoch to config.epochs. When the loss explodes, go back to the last
-    checkpoint and on at REWIND_RATE_SHARE of the rate, as one would by hand with --resume and a lower
-    --learning-rate; after MAX_REWINDS of them (or with no checkpoint yet) the FloatingPointError stands."""
-    rate = reporter.rate_of
+    """train_nn from the last completed epoch to config.epochs. When the loss explodes, go back to the best
+    checkpoint (the epochs just before an explosion are often already unstable) and on at REWIND_RATE_SHARE of
+    the rate, as one would by hand; after MAX_REWINDS of them, or with no checkpoint yet, the error stands."""
+    watch = LossWatch(min([float(row['train_loss']) for row in reporter.rows], default=math.inf))
     while True:
         try:
             return train_nn(sess, config.epochs, config.batch_size, get_batches_fn, fcn8.train_op, fcn8.loss,
                             fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
-                            keep_prob_value=config.keep_prob, learning_rate_value=rate,
-                            start_epoch=reporter.completed, on_epoch_end=reporter)
+                            keep_prob_value=config.keep_prob, learning_rate_value=reporter.rate_of,
+                            start_epoch=reporter.completed, on_epoch_end=reporter, loss_watch=watch)
         except FloatingPointError as error:
-            last = run.checkpoint('last')
-            if last is None or reporter.rewinds == MAX_REWINDS:
+            chosen = chosen_checkpoint(run)
+            if chosen is None or reporter.rewinds == MAX_REWINDS:
                 raise FloatingPointError('%s%s' % (error, ' (after %d rewinds)' % reporter.rewinds
                                                    if reporter.rewinds else '')) from error
-            run_folder.restore(sess, last[0])
-            rate.share *= REWIND_RATE_SHARE
-            reporter.rewinds += 1
-            tqdm.write('%s. Rewound to the end of epoch %d, going on at x%g of the learning rate (rewind %d of '
-                       'at most %d)' % (str(error).split(';')[0], last[1]['epoch'], rate.share, reporter.rewinds,
-                                        MAX_REWINDS))
+            reporter.rate_of.share *= REWIND_RATE_SHARE
+            reporter.rewind(chosen[1:])
+            watch.forget_batches()
+            tqdm.write('%s. Back to the %s checkpoint (epoch %d), going on at x%g of the learning rate (rewind %d '
+                       'of at most %d)' % (str(error).split(';')[0], chosen[0], reporter.completed,
+                                           reporter.rate_of.share, reporter.rewinds, MAX_REWINDS))
 
 
 def chosen_checkpoint(run):

@@ -335,12 +335,13 @@ def test_a_diverging_run_is_finished_from_its_best_checkpoint():
     assert os.path.isfile(os.path.join(run.path, 'export', 'saved_model.pb'))
 
 
-def test_an_explosion_rewinds_to_the_last_checkpoint_and_goes_on_at_half_the_rate():
+def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rate():
     runs = scratch_dir('rewind')
     run_main(train_args(runs, 2))
     run = run_folder.RunFolder(only_run(runs))
     config = dataclasses.replace(run.read_config(), epochs=4)
     prefix, state = run.checkpoint('last')
+    best_epoch = run.checkpoint('best')[1]['epoch']
     fmt = datasets.label_format(config.dataset, config.classes)
     served = batches.batch_function(config.train, tuple(config.image_shape), to_onehot=fmt.to_onehot)
     calls = []
@@ -361,8 +362,10 @@ def test_an_explosion_rewinds_to_the_last_checkpoint_and_goes_on_at_half_the_rat
     last_prefix, last_state = run.checkpoint('last')
     assert last_state['epoch'] == 4 and last_state['rate_share'] == training.REWIND_RATE_SHARE, last_state
     assert all(np.all(np.isfinite(value)) for value in checkpoint_values(last_prefix).values())
-    rates = [float(row['learning_rate']) for row in run.read_metrics()]
-    assert rates == [1e-3, 1e-3, 5e-4, 5e-4], rates
+    rows = run.read_metrics()
+    assert [int(row['epoch']) for row in rows] == [1, 2, 3, 4], rows
+    # Back to the best epoch, then on at half the rate: the epochs after it were trained again.
+    assert [float(row['learning_rate']) for row in rows] == [1e-3] * best_epoch + [5e-4] * (4 - best_epoch), rows
 
 
 def test_the_loss_watch_catches_an_explosion_that_is_still_finite():
@@ -375,6 +378,9 @@ def test_the_loss_watch_catches_an_explosion_that_is_still_finite():
     watch.check_epoch(0.1, 1)
     watch.check_epoch(0.5, 2)
     expect_error(FloatingPointError, watch.check_epoch, 2.9e3, 3, contains=('exploded in epoch 3',))
+    # A rewound run keeps its watch: the best epoch before the rewind still sets what counts as an explosion.
+    expect_error(FloatingPointError, training.LossWatch(best_epoch_mean=0.09).check_epoch, 1.0, 34,
+                 contains=('exploded in epoch 34',))
 
 
 def test_out_of_memory_names_what_to_lower_and_keeps_the_checkpoints():
