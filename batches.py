@@ -67,7 +67,11 @@ def batch_function(pairs, image_shape, seed=0, first_epoch=0, to_onehot=datasets
 
         return prefetch(batches())
 
-    get_batches_fn.num_images = len(all_images)
+    def rewind_to(epoch):
+        """The next call serves the batches of epoch `epoch` + 1 again: a rewound run sees those a resumed one would."""
+        epochs_served[0] = epoch
+
+    get_batches_fn.num_images, get_batches_fn.rewind_to = len(all_images), rewind_to
     return get_batches_fn
 
 

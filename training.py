@@ -316,6 +316,7 @@ def train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter):
                                                    if reporter.rewinds else '')) from error
             reporter.rate_of.share *= REWIND_RATE_SHARE
             reporter.rewind(chosen[1:])
+            get_batches_fn.rewind_to(reporter.completed)
             watch.forget_batches()
             tqdm.write('%s. Back to the %s checkpoint (epoch %d), going on at x%g of the learning rate (rewind %d '
                        'of at most %d)' % (str(error).split(';')[0], chosen[0], reporter.completed,

@@ -343,14 +343,19 @@ def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rat
     prefix, state = run.checkpoint('last')
     best_epoch = run.checkpoint('best')[1]['epoch']
     fmt = datasets.label_format(config.dataset, config.classes)
-    served = batches.batch_function(config.train, tuple(config.image_shape), to_onehot=fmt.to_onehot)
-    calls = []
+    served = batches.batch_function(config.train, tuple(config.image_shape), first_epoch=state['epoch'],
+                                    to_onehot=fmt.to_onehot)
+    first_batches = []
 
     def poisoned_once(batch_size):
         """Epoch 3's second batch has NaN labels: its update makes every weight NaN, as a real blow-up would."""
-        calls.append(batch_size)
+        call = len(first_batches)
+        first_batches.append(None)
         for i, (images_, labels) in enumerate(served(batch_size)):
-            yield images_, np.full(labels.shape, np.nan, np.float32) if (len(calls), i) == (1, 1) else labels
+            first_batches[call] = images_ if i == 0 else first_batches[call]
+            yield images_, np.full(labels.shape, np.nan, np.float32) if (call, i) == (0, 1) else labels
+
+    poisoned_once.rewind_to = served.rewind_to
 
     tf.reset_default_graph()
     with tf.Session() as sess, run.owned():
@@ -362,6 +367,10 @@ def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rat
     last_prefix, last_state = run.checkpoint('last')
     assert last_state['epoch'] == 4 and last_state['rate_share'] == training.REWIND_RATE_SHARE, last_state
     assert all(np.all(np.isfinite(value)) for value in checkpoint_values(last_prefix).values())
+    # The epoch after the rewind sees the batches that epoch saw the first time, as a resumed run would.
+    resumed = batches.batch_function(config.train, tuple(config.image_shape), first_epoch=best_epoch,
+                                     to_onehot=fmt.to_onehot)
+    assert np.array_equal(first_batches[1], next(resumed(config.batch_size))[0])
     rows = run.read_metrics()
     assert [int(row['epoch']) for row in rows] == [1, 2, 3, 4], rows
     # Back to the best epoch, then on at half the rate: the epochs after it were trained again.
