@@ -130,17 +130,20 @@ def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, skip_sca
 # --------------------------------------------------------------------------- the loss and the optimiser
 
 def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=None, mixed_precision=False,
-             clip_norm=None):
+             clip_norm=None, label_smoothing=0.0):
     """Flattened softmax cross-entropy plus the L2 losses, minimised by Adam.
 
     The cross-entropy is the mean over labelled pixels: a pixel whose one-hot row is all zero (KITTI's
     don't-care) adds nothing. `var_list` limits training to some variables (e.g. the decoder's);
     `mixed_precision` adds the dynamic loss scaling float16 needs; `clip_norm` clips the global gradient
-    norm. Returns (logits [N*H*W, num_classes], train_op, loss).
+    norm. `label_smoothing` moves that share of each labelled pixel's target evenly over the classes, so the
+    loss has its minimum at finite logits. Returns (logits [N*H*W, num_classes], train_op, loss).
     """
     logits = tf.reshape(nn_last_layer, [-1, num_classes], name='logits')
     labels = tf.reshape(tf.cast(correct_label, tf.float32), [-1, num_classes])
-    pixel_losses = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    labelled = tf.reduce_sum(labels, axis=1, keepdims=True)  # 0 for a don't-care pixel: it stays all zero
+    targets = labels * (1.0 - label_smoothing) + labelled * (label_smoothing / num_classes)
+    pixel_losses = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
     cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(tf.reduce_sum(labels), 1.0)
     loss = tf.add(cross_entropy, tf.losses.get_regularization_loss(), name='loss')
     optimizer = tf.train.AdamOptimizer(learning_rate)
@@ -158,7 +161,7 @@ FCN8 = collections.namedtuple('FCN8', 'image_input keep_prob correct_label learn
 
 
 def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, freeze_encoder=False,
-               mixed_precision=False, clip_norm=None):
+               mixed_precision=False, clip_norm=None, label_smoothing=0.0):
     """Load VGG, add the decoder and the optimiser, initialise only what VGG did not bring.
 
     With `freeze_encoder` only the decoder is trained: no gradients flow into VGG (fc6 and fc7 included).
@@ -171,7 +174,8 @@ def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, fre
     decoder_variables = [v for v in tf.trainable_variables() if v not in pretrained]
     logits, train_op, loss = optimize(output, correct_label, learning_rate, num_classes,
                                       var_list=decoder_variables if freeze_encoder else None,
-                                      mixed_precision=mixed_precision, clip_norm=clip_norm)
+                                      mixed_precision=mixed_precision, clip_norm=clip_norm,
+                                      label_smoothing=label_smoothing)
     # Only the new variables: initialising all would wipe out the pretrained weights.
     sess.run(tf.variables_initializer([v for v in tf.global_variables() if v not in pretrained]))
     return FCN8(image_input, keep_prob, correct_label, learning_rate, output, logits, train_op, loss)

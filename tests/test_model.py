@@ -182,3 +182,25 @@ def test_clip_norm_clips_the_gradients_adam_receives():
     assert abs(_adam_step_size(None) - 0.1) < 1e-3
     assert abs(_adam_step_size(1.0) - 0.1) < 1e-3
     assert _adam_step_size(1e-12) < 1e-2
+
+
+def _loss_of_a_road_pixel(road_margin, label_smoothing):
+    """optimize's loss for a road pixel whose road logit leads by `road_margin`, beside a don't-care pixel
+    whose logits are wildly wrong (it must add nothing)."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        scores = tf.constant([[[[0.0, road_margin], [50.0, -50.0]]]])
+        labels = np.array([[[[0, 1], [0, 0]]]], np.float32)
+        correct_label = tf.placeholder(tf.float32, [None, None, None, 2])
+        _, _, loss = model.optimize(tf.Variable(scores), correct_label, 0.1, 2, label_smoothing=label_smoothing)
+        sess.run(tf.global_variables_initializer())
+        return sess.run(loss, {correct_label: labels})
+
+
+def test_label_smoothing_puts_the_lowest_loss_at_finite_logits():
+    # Targets 0.95/0.05 for smoothing 0.1: the cross-entropy is lowest at a margin of log(0.95/0.05), and a
+    # larger margin costs more; without smoothing every larger margin costs less.
+    best_margin = np.log(0.95 / 0.05)
+    expected = -(0.95 * np.log(0.95) + 0.05 * np.log(0.05))
+    assert abs(_loss_of_a_road_pixel(best_margin, 0.1) - expected) < 1e-5
+    assert _loss_of_a_road_pixel(20.0, 0.1) > _loss_of_a_road_pixel(best_margin, 0.1) + 0.5
+    assert _loss_of_a_road_pixel(20.0, 0.0) < _loss_of_a_road_pixel(best_margin, 0.0)
