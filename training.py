@@ -287,12 +287,13 @@ def fit(run, config):
                    run.path, max(1, config.batch_size // 2))) from None
         finally:
             run.close()
-    history = [loss for _, loss in sorted(reporter.losses.items())]
+    trained = sorted(reporter.losses)  # after a rewind to before this process began: from the best epoch on
+    history = [reporter.losses[epoch] for epoch in trained]
     if history:
         best = ('best validation %s %.3f' % (reporter.measure_name, reporter.best) if config.val
                 else 'no validation set: the last epoch is the model')
         print('Trained epochs %d-%d on %d train images in %.0fs: train loss %.4f -> %.4f; %s%s'
-              % (state['epoch'] + 1, config.epochs, len(config.train), time.time() - started, history[0],
+              % (trained[0], trained[-1], len(config.train), time.time() - started, history[0],
                  history[-1], best, '; learning rate x%g after %d rewind(s)' % (reporter.rate_of.share,
                                                                               reporter.rewinds)
                  if reporter.rewinds else ''))
@@ -302,14 +303,16 @@ def fit(run, config):
 def train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter):
     """train_nn from the last completed epoch to config.epochs. When the loss explodes, go back to the best
     checkpoint (the epochs just before an explosion are often already unstable) and on at REWIND_RATE_SHARE of
-    the rate, as one would by hand; after MAX_REWINDS of them, or with no checkpoint yet, the error stands."""
+    the rate, as one would by hand; after MAX_REWINDS of them, or with no checkpoint yet, the error stands.
+    The epochs kept, and their losses, are the reporter's."""
     watch = LossWatch(min([float(row['train_loss']) for row in reporter.rows], default=math.inf))
     while True:
         try:
-            return train_nn(sess, config.epochs, config.batch_size, get_batches_fn, fcn8.train_op, fcn8.loss,
+            train_nn(sess, config.epochs, config.batch_size, get_batches_fn, fcn8.train_op, fcn8.loss,
                             fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
                             keep_prob_value=config.keep_prob, learning_rate_value=reporter.rate_of,
                             start_epoch=reporter.completed, on_epoch_end=reporter, loss_watch=watch)
+            return
         except FloatingPointError as error:
             chosen = chosen_checkpoint(run)
             if chosen is None or reporter.rewinds == MAX_REWINDS:

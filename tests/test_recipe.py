@@ -134,6 +134,8 @@ def test_the_camvid_demo_has_its_own_defaults_and_explicit_flags_win():
 def test_recipe_flags_out_of_range_are_refused_in_one_line():
     for flags, text in ((['--zoom', '0', '1'], '--zoom'), (['--zoom', '1.2', '1.1'], '--zoom'),
                         (['--color-jitter', '1'], '--color-jitter'),
+                        (['--label-smoothing', '1'], '--label-smoothing'),
+                        (['--label-smoothing', 'nan'], '--label-smoothing'),
                         (['--warmup-epochs', '-1'], '--warmup-epochs')):
         expect_error(errors.UserError, main.parse_args, ['train'] + flags, contains=[text])
 
@@ -145,7 +147,7 @@ def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settin
                   val=[], test=[], test_images=[])
     old = config.RunConfig.from_json(json.dumps(fields), 'run.json')
     assert (old.zoom, old.color_jitter) == (batches.Augmentation.zoom, batches.Augmentation.color)
-    assert (old.lr_schedule, old.warmup_epochs) == ('constant', 0)
+    assert (old.lr_schedule, old.warmup_epochs, old.label_smoothing) == ('constant', 0, 0.0)
     assert config.RunConfig.from_json(old.to_json(), 'run.json') == old
 
 
