@@ -31,9 +31,11 @@ import process_tuning  # noqa: E402
 
 # The classic names main.load_vgg, main.layers, main.optimize, main.train_nn and main.tf (the test's tf_module).
 CLASSIC_NAMES = {'load_vgg': 'model', 'layers': 'model', 'optimize': 'model', 'train_nn': 'training', 'tf': 'tfv1'}
-# model.OUTPUT_MULTIPLE and model.AT_ONCE_SKIP_SCALES, kept here so that parsing flags needs no TensorFlow.
+# model.OUTPUT_MULTIPLE, model.AT_ONCE_SKIP_SCALES and model.ADAM_EPSILON, kept here so that parsing flags needs
+# no TensorFlow.
 OUTPUT_MULTIPLE = 8
 AT_ONCE_SKIP_SCALES = (0.01, 0.0001)
+ADAM_EPSILON = 1e-8
 
 
 def __getattr__(name):
@@ -50,11 +52,12 @@ CLASSIC_AUGMENTATION = dict(zoom=list(batches.Augmentation.zoom), color_jitter=b
 TRAIN_DEFAULTS = dict(vgg='<data-dir>/vgg, downloaded if absent', epochs=25, batch_size=8, learning_rate=1e-4,
                       keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES), augment=True,
                       clip_norm=0.0, image_shape_note='; Cityscapes: %d %d' % cityscapes.DEFAULT_IMAGE_SHAPE,
-                      lr_schedule='constant', warmup_epochs=0, label_smoothing=0.0, **CLASSIC_AUGMENTATION)
+                      lr_schedule='constant', warmup_epochs=0, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON,
+                      **CLASSIC_AUGMENTATION)
 DEMO_DEFAULTS = dict(vgg='data/demo/vgg, built with random weights if absent', epochs=15, batch_size=8,
                      learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0],
                      augment=False, clip_norm=0.0, image_shape_note='', lr_schedule='constant', warmup_epochs=0,
-                     label_smoothing=0.0, **CLASSIC_AUGMENTATION)
+                     label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, **CLASSIC_AUGMENTATION)
 # demo --data-dir <CamVid folder>: the offline recipe chosen on held-out drives (README, "Real roads on a CPU:
 # CamVid"). These replace DEMO_DEFAULTS there; flags given on the command line win.
 CAMVID_DEMO_DEFAULTS = dict(epochs=30, image_shape=[176, 240], learning_rate=1e-4, augment=True,
@@ -91,6 +94,9 @@ def _add_training_flags(parser, defaults):
     parser.add_argument('--label-smoothing', type=float, metavar='S', default=defaults['label_smoothing'],
                         help='share of each labelled pixel\'s target spread evenly over the classes, so that the '
                              'loss stops rewarding ever larger logits (default: %(default)s)')
+    parser.add_argument('--adam-epsilon', type=float, metavar='EPS', default=defaults['adam_epsilon'],
+                        help='Adam\'s epsilon: weights whose gradients are much smaller than it take plain SGD '
+                             'steps of rate/EPS instead of steps of about the rate (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     parser.add_argument('--augment', action=argparse.BooleanOptionalAction, default=defaults['augment'],
                         help='random flips, zoom and colour jitter of the training images, within --zoom and '
@@ -267,6 +273,8 @@ def validate_training_args(args):
         problems.append('--zoom MIN MAX must be finite with 0 < MIN <= MAX')
     if not 0 <= args.label_smoothing < 1:
         problems.append('--label-smoothing must be in [0, 1)')
+    if not (math.isfinite(args.adam_epsilon) and args.adam_epsilon > 0):
+        problems.append('--adam-epsilon must be a finite number > 0')
     if not 0 <= args.color_jitter < 1:
         problems.append('--color-jitter must be in [0, 1)')
     if args.command == 'train':

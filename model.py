@@ -22,6 +22,8 @@ AT_ONCE_SKIP_SCALES = (0.01, 0.0001)
 SCORE_INIT_STDDEV = 0.01
 UPSAMPLE_INIT_STDDEV = 0.1
 L2_SCALE = 1e-3
+# TensorFlow's own AdamOptimizer default, the classic exercise's.
+ADAM_EPSILON = 1e-8
 # The decoder's output has the input's size when both sides are multiples of this (see layers).
 OUTPUT_MULTIPLE = 8
 
@@ -130,14 +132,15 @@ def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, skip_sca
 # --------------------------------------------------------------------------- the loss and the optimiser
 
 def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=None, mixed_precision=False,
-             clip_norm=None, label_smoothing=0.0):
+             clip_norm=None, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON):
     """Flattened softmax cross-entropy plus the L2 losses, minimised by Adam.
 
     The cross-entropy is the mean over labelled pixels: a pixel whose one-hot row is all zero (KITTI's
     don't-care) adds nothing. `var_list` limits training to some variables (e.g. the decoder's);
     `mixed_precision` adds the dynamic loss scaling float16 needs; `clip_norm` clips the global gradient
     norm. `label_smoothing` moves that share of each labelled pixel's target evenly over the classes, so the
-    loss has its minimum at finite logits. Returns (logits [N*H*W, num_classes], train_op, loss).
+    loss has its minimum at finite logits. `adam_epsilon` bounds Adam's per-weight step scale-up: a weight
+    whose gradients are far smaller than it moves like plain SGD at rate/epsilon. Returns (logits [N*H*W, num_classes], train_op, loss).
     """
     logits = tf.reshape(nn_last_layer, [-1, num_classes], name='logits')
     labels = tf.reshape(tf.cast(correct_label, tf.float32), [-1, num_classes])
@@ -146,7 +149,7 @@ def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=
     pixel_losses = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
     cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(tf.reduce_sum(labels), 1.0)
     loss = tf.add(cross_entropy, tf.losses.get_regularization_loss(), name='loss')
-    optimizer = tf.train.AdamOptimizer(learning_rate)
+    optimizer = tf.train.AdamOptimizer(learning_rate, epsilon=adam_epsilon)
     if mixed_precision:
         optimizer = tf.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, 'dynamic')
     gradients = [(g, v) for g, v in optimizer.compute_gradients(loss, var_list=var_list) if g is not None]
@@ -161,7 +164,7 @@ FCN8 = collections.namedtuple('FCN8', 'image_input keep_prob correct_label learn
 
 
 def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, freeze_encoder=False,
-               mixed_precision=False, clip_norm=None, label_smoothing=0.0):
+               mixed_precision=False, clip_norm=None, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON):
     """Load VGG, add the decoder and the optimiser, initialise only what VGG did not bring.
 
     With `freeze_encoder` only the decoder is trained: no gradients flow into VGG (fc6 and fc7 included).
@@ -175,7 +178,7 @@ def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, fre
     logits, train_op, loss = optimize(output, correct_label, learning_rate, num_classes,
                                       var_list=decoder_variables if freeze_encoder else None,
                                       mixed_precision=mixed_precision, clip_norm=clip_norm,
-                                      label_smoothing=label_smoothing)
+                                      label_smoothing=label_smoothing, adam_epsilon=adam_epsilon)
     # Only the new variables: initialising all would wipe out the pretrained weights.
     sess.run(tf.variables_initializer([v for v in tf.global_variables() if v not in pretrained]))
     return FCN8(image_input, keep_prob, correct_label, learning_rate, output, logits, train_op, loss)

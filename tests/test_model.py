@@ -161,7 +161,7 @@ def test_mixed_precision_computes_in_bfloat16_on_this_cpu_with_float32_weights()
     assert tf.bfloat16.as_datatype_enum in dtypes and tf.bfloat16.as_datatype_enum not in plain_dtypes
 
 
-def _adam_step_size(clip_norm):
+def _adam_step_size(clip_norm, adam_epsilon=model.ADAM_EPSILON):
     """How far one Adam step at learning rate 0.1 moves logits whose loss gradient is large."""
     with tf.Graph().as_default(), tf.Session() as sess:
         scores = tf.Variable(np.full((1, 4, 4, 2), [5.0, -5.0], np.float32))
@@ -169,7 +169,8 @@ def _adam_step_size(clip_norm):
         labels[..., 1] = 1
         correct_label = tf.placeholder(tf.float32, [None, None, None, 2])
         rate = tf.placeholder(tf.float32, [])
-        _, train_op, _ = model.optimize(scores, correct_label, rate, 2, clip_norm=clip_norm)
+        _, train_op, _ = model.optimize(scores, correct_label, rate, 2, clip_norm=clip_norm,
+                                        adam_epsilon=adam_epsilon)
         sess.run(tf.global_variables_initializer())
         before = sess.run(scores)
         sess.run(train_op, {correct_label: labels, rate: 0.1})
@@ -182,6 +183,14 @@ def test_clip_norm_clips_the_gradients_adam_receives():
     assert abs(_adam_step_size(None) - 0.1) < 1e-3
     assert abs(_adam_step_size(1.0) - 0.1) < 1e-3
     assert _adam_step_size(1e-12) < 1e-2
+
+
+def test_adam_epsilon_turns_steps_on_small_gradients_into_plain_sgd_steps():
+    # Gradients of norm 1e-3 and 1e-2: at epsilon 1e-8 Adam steps by the rate for both; at epsilon 1e-3 the step
+    # is a small fraction of the rate and grows with the gradient, as an SGD step does.
+    assert abs(_adam_step_size(1e-3) - 0.1) < 1e-3 and abs(_adam_step_size(1e-2) - 0.1) < 1e-3
+    small, ten_times = _adam_step_size(1e-3, adam_epsilon=1e-3), _adam_step_size(1e-2, adam_epsilon=1e-3)
+    assert small < 1e-3 and 9 < ten_times / small < 10.5, (small, ten_times)
 
 
 def _loss_of_a_road_pixel(road_margin, label_smoothing):

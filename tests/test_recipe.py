@@ -16,6 +16,7 @@ import config  # noqa: E402
 import datasets  # noqa: E402
 import errors  # noqa: E402
 import main  # noqa: E402
+import model  # noqa: E402
 import training  # noqa: E402
 from tfv1 import tf  # noqa: E402
 
@@ -136,6 +137,7 @@ def test_recipe_flags_out_of_range_are_refused_in_one_line():
                         (['--color-jitter', '1'], '--color-jitter'),
                         (['--label-smoothing', '1'], '--label-smoothing'),
                         (['--label-smoothing', 'nan'], '--label-smoothing'),
+                        (['--adam-epsilon', '0'], '--adam-epsilon'), (['--adam-epsilon', 'inf'], '--adam-epsilon'),
                         (['--warmup-epochs', '-1'], '--warmup-epochs')):
         expect_error(errors.UserError, main.parse_args, ['train'] + flags, contains=[text])
 
@@ -148,6 +150,7 @@ def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settin
     old = config.RunConfig.from_json(json.dumps(fields), 'run.json')
     assert (old.zoom, old.color_jitter) == (batches.Augmentation.zoom, batches.Augmentation.color)
     assert (old.lr_schedule, old.warmup_epochs, old.label_smoothing) == ('constant', 0, 0.0)
+    assert old.adam_epsilon == model.ADAM_EPSILON == main.ADAM_EPSILON
     assert config.RunConfig.from_json(old.to_json(), 'run.json') == old
 
 
