@@ -70,6 +70,7 @@ class RunConfig:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     adam_epsilon: float = 1e-8         # model.ADAM_EPSILON
+    late_adam_epsilon: float = 0.0     # 0: adam_epsilon throughout
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -90,4 +91,5 @@ class RunConfig:
 
     # Settings a resumed run may change: each takes effect from the next epoch and is recorded in run.json.
     RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla', 'zoom',
-                 'color_jitter', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'adam_epsilon')
+                 'color_jitter', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'adam_epsilon',
+                 'late_adam_epsilon')

@@ -53,16 +53,16 @@ TRAIN_DEFAULTS = dict(vgg='<data-dir>/vgg, downloaded if absent', epochs=25, bat
                       keep_prob=0.5, image_shape=[160, 576], skip_scales=list(AT_ONCE_SKIP_SCALES), augment=True,
                       clip_norm=0.0, image_shape_note='; Cityscapes: %d %d' % cityscapes.DEFAULT_IMAGE_SHAPE,
                       lr_schedule='constant', warmup_epochs=0, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON,
-                      **CLASSIC_AUGMENTATION)
+                      late_adam_epsilon=0.0, **CLASSIC_AUGMENTATION)
 DEMO_DEFAULTS = dict(vgg='data/demo/vgg, built with random weights if absent', epochs=15, batch_size=8,
                      learning_rate=3e-4, keep_prob=1.0, image_shape=[96, 320], skip_scales=[1.0, 1.0],
                      augment=False, clip_norm=0.0, image_shape_note='', lr_schedule='constant', warmup_epochs=0,
-                     label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, **CLASSIC_AUGMENTATION)
+                     label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, late_adam_epsilon=0.0, **CLASSIC_AUGMENTATION)
 # demo --data-dir <CamVid folder>: the offline recipe chosen on held-out drives (README, "Real roads on a CPU:
 # CamVid"). These replace DEMO_DEFAULTS there; flags given on the command line win.
 CAMVID_DEMO_DEFAULTS = dict(epochs=30, image_shape=[176, 240], learning_rate=1e-4, augment=True,
                             zoom=CLASSIC_AUGMENTATION['zoom'], color_jitter=0.4, lr_schedule='cosine',
-                            warmup_epochs=2, clip_norm=1.0, label_smoothing=0.1)
+                            warmup_epochs=2, clip_norm=1.0, label_smoothing=0.1, late_adam_epsilon=1e-2)
 
 
 def _add_training_flags(parser, defaults):
@@ -97,6 +97,9 @@ def _add_training_flags(parser, defaults):
     parser.add_argument('--adam-epsilon', type=float, metavar='EPS', default=defaults['adam_epsilon'],
                         help='Adam\'s epsilon: weights whose gradients are much smaller than it take plain SGD '
                              'steps of rate/EPS instead of steps of about the rate (default: %(default)s)')
+    parser.add_argument('--late-adam-epsilon', type=float, metavar='EPS', default=defaults['late_adam_epsilon'],
+                        help='Adam\'s epsilon from halfway through the epochs after the warm-up on (0: '
+                             '--adam-epsilon throughout; default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     parser.add_argument('--augment', action=argparse.BooleanOptionalAction, default=defaults['augment'],
                         help='random flips, zoom and colour jitter of the training images, within --zoom and '
@@ -275,6 +278,8 @@ def validate_training_args(args):
         problems.append('--label-smoothing must be in [0, 1)')
     if not (math.isfinite(args.adam_epsilon) and args.adam_epsilon > 0):
         problems.append('--adam-epsilon must be a finite number > 0')
+    if not (math.isfinite(args.late_adam_epsilon) and args.late_adam_epsilon >= 0):
+        problems.append('--late-adam-epsilon must be a finite number >= 0')
     if not 0 <= args.color_jitter < 1:
         problems.append('--color-jitter must be in [0, 1)')
     if args.command == 'train':

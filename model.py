@@ -160,20 +160,23 @@ def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=
     return logits, train_op, loss
 
 
-FCN8 = collections.namedtuple('FCN8', 'image_input keep_prob correct_label learning_rate output logits train_op loss')
+FCN8 = collections.namedtuple('FCN8', 'image_input keep_prob correct_label learning_rate adam_epsilon output logits '
+                                     'train_op loss')
 
 
 def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, freeze_encoder=False,
-               mixed_precision=False, clip_norm=None, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON):
+               mixed_precision=False, clip_norm=None, label_smoothing=0.0):
     """Load VGG, add the decoder and the optimiser, initialise only what VGG did not bring.
 
     With `freeze_encoder` only the decoder is trained: no gradients flow into VGG (fc6 and fc7 included).
+    Adam's epsilon is a placeholder (ADAM_EPSILON unless fed), so that it may change from one epoch to the next.
     """
     image_input, keep_prob, layer3, layer4, layer7 = load_vgg(sess, vgg_path)
     pretrained = set(tf.global_variables())
     output = layers(layer3, layer4, layer7, num_classes, skip_scales)
     correct_label = tf.placeholder(tf.float32, [None, None, None, num_classes], name='correct_label')
     learning_rate = tf.placeholder(tf.float32, [], name='learning_rate')
+    adam_epsilon = tf.placeholder_with_default(ADAM_EPSILON, [], name='adam_epsilon')
     decoder_variables = [v for v in tf.trainable_variables() if v not in pretrained]
     logits, train_op, loss = optimize(output, correct_label, learning_rate, num_classes,
                                       var_list=decoder_variables if freeze_encoder else None,
@@ -181,4 +184,4 @@ def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, fre
                                       label_smoothing=label_smoothing, adam_epsilon=adam_epsilon)
     # Only the new variables: initialising all would wipe out the pretrained weights.
     sess.run(tf.variables_initializer([v for v in tf.global_variables() if v not in pretrained]))
-    return FCN8(image_input, keep_prob, correct_label, learning_rate, output, logits, train_op, loss)
+    return FCN8(image_input, keep_prob, correct_label, learning_rate, adam_epsilon, output, logits, train_op, loss)

@@ -79,11 +79,12 @@ class LossWatch:
 
 def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_loss, input_image,
              correct_label, keep_prob, learning_rate, keep_prob_value=0.5, learning_rate_value=1e-4,
-             start_epoch=0, on_epoch_end=None, loss_watch=None):
+             start_epoch=0, on_epoch_end=None, loss_watch=None, feed_of_epoch=None):
     """Train epochs start_epoch+1 .. epochs; a progress bar per epoch, a summary line after it.
 
     `on_epoch_end(epoch, mean_loss)` may validate and save; the text it returns ends the epoch's line.
-    `learning_rate_value` may be a function of the epoch. Returns the mean loss of every epoch trained.
+    `learning_rate_value` may be a function of the epoch; `feed_of_epoch(epoch)` gives more placeholders' values
+    for the epoch's steps. Returns the mean loss of every epoch trained.
     Stops with FloatingPointError on a non-finite or exploding loss, before the weights it produced are
     saved or used; `loss_watch` (a LossWatch) carries what counts as exploding from an earlier call.
     """
@@ -94,12 +95,13 @@ def train_nn(sess, epochs, batch_size, get_batches_fn, train_op, cross_entropy_l
     watch, history = loss_watch or LossWatch(), []
     for epoch in range(start_epoch + 1, epochs + 1):
         started, total, seen = time.time(), 0.0, 0
+        feed = feed_of_epoch(epoch) if feed_of_epoch else {}
         bar = tqdm(get_batches_fn(batch_size), total=batches_per_epoch, desc='epoch %d/%d' % (epoch, epochs),
                    unit='batch', leave=False)
         for images, labels in bar:
             _, loss = sess.run([train_op, cross_entropy_loss],
-                               {input_image: images, correct_label: labels,
-                                keep_prob: keep_prob_value, learning_rate: rate_of(epoch)})
+                               {input_image: images, correct_label: labels, keep_prob: keep_prob_value,
+                                learning_rate: rate_of(epoch), **feed})
             process_tuning.settle_malloc()
             watch.check_batch(loss, epoch)
             total, seen = total + loss * len(images), seen + len(images)
@@ -135,15 +137,38 @@ def _cosine(progress):
 LR_SCHEDULES = {'constant': lambda progress: 1.0, 'cosine': _cosine}
 
 
+def _progress(config, epoch):
+    """How far `epoch` (1-based) is through the epochs after the warm-up: 0 at the first, 1 at the last."""
+    return min(1.0, (epoch - config.warmup_epochs - 1) / max(1, config.epochs - config.warmup_epochs - 1))
+
+
 def learning_rate_schedule(config):
     """The learning rate of each epoch (1-based): a linear warm-up over config.warmup_epochs, then
     config.lr_schedule from config.learning_rate over the remaining epochs of config.epochs."""
     def rate(epoch):
         if epoch <= config.warmup_epochs:
             return config.learning_rate * epoch / (config.warmup_epochs + 1)
-        progress = (epoch - config.warmup_epochs - 1) / max(1, config.epochs - config.warmup_epochs - 1)
-        return config.learning_rate * LR_SCHEDULES[config.lr_schedule](min(progress, 1.0))
+        return config.learning_rate * LR_SCHEDULES[config.lr_schedule](_progress(config, epoch))
     return rate
+
+
+# --late-adam-epsilon takes over at this share of the epochs after the warm-up: for the cosine, where the rate
+# has fallen to about half and the loss has settled near its floor.
+LATE_PHASE_START = 0.5
+
+
+def late_phase_start(config):
+    """The first epoch of the late phase (config.epochs + 1 for a run too short to have one)."""
+    return next((epoch for epoch in range(config.warmup_epochs + 1, config.epochs + 1)
+                 if _progress(config, epoch) >= LATE_PHASE_START), config.epochs + 1)
+
+
+def adam_epsilon_schedule(config):
+    """Adam's epsilon of each epoch: config.adam_epsilon, then config.late_adam_epsilon (if set) from the late
+    phase on. A large epsilon there turns the steps of weights whose gradients have become tiny into plain
+    SGD steps, which stops the slow runaway of a long run's activations (README, "Sixty epochs")."""
+    late = late_phase_start(config)
+    return lambda epoch: config.late_adam_epsilon if config.late_adam_epsilon and epoch >= late else config.adam_epsilon
 
 
 class LearningRate:
@@ -255,13 +280,16 @@ def fit(run, config):
     with tf.Session(config=session_config(config.xla, config.mixed_precision)) as sess:
         fcn8 = model.build_fcn8(sess, config.vgg_path, fmt.num_classes, tuple(config.skip_scales),
                                 config.freeze_encoder, config.mixed_precision, config.clip_norm or None,
-                                config.label_smoothing, config.adam_epsilon)
+                                config.label_smoothing)
         state = {'epoch': 0}
         saved = run.checkpoint('last')
         if saved:
             run_folder.restore(sess, saved[0])
             state = saved[1]
             print('Resuming %s after epoch %d of %d' % (run.path, state['epoch'], config.epochs))
+        if config.late_adam_epsilon:
+            print("Adam's epsilon: %g, then %g from epoch %d on (--late-adam-epsilon)"
+                  % (config.adam_epsilon, config.late_adam_epsilon, late_phase_start(config)))
         get_batches_fn = batches.batch_function(config.train, tuple(config.image_shape), seed=config.seed,
                                                 first_epoch=state['epoch'], to_onehot=fmt.to_onehot,
                                                 augment=config.augment,
@@ -306,12 +334,14 @@ def train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter):
     the rate, as one would by hand; after MAX_REWINDS of them, or with no checkpoint yet, the error stands.
     The epochs kept, and their losses, are the reporter's."""
     watch = LossWatch(min([float(row['train_loss']) for row in reporter.rows], default=math.inf))
+    epsilon_of = adam_epsilon_schedule(config)
     while True:
         try:
             train_nn(sess, config.epochs, config.batch_size, get_batches_fn, fcn8.train_op, fcn8.loss,
                             fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
                             keep_prob_value=config.keep_prob, learning_rate_value=reporter.rate_of,
-                            start_epoch=reporter.completed, on_epoch_end=reporter, loss_watch=watch)
+                            start_epoch=reporter.completed, on_epoch_end=reporter, loss_watch=watch,
+                            feed_of_epoch=lambda epoch: {fcn8.adam_epsilon: epsilon_of(epoch)})
             return
         except FloatingPointError as error:
             chosen = chosen_checkpoint(run)

@@ -90,15 +90,15 @@ def test_cosine_schedule_warms_up_then_decays_to_its_final_share():
     assert [_schedule(4, 0, 'constant')(epoch) for epoch in range(1, 5)] == [1e-3] * 4
 
 
-def test_the_scheduled_rate_reaches_every_training_step():
-    """Adam's step on a constant gradient is the learning rate itself: the weight moves by each epoch's rate."""
-    schedule = _schedule(4, 1, learning_rate=0.01)
+def _step_per_epoch(gradient, rate_of, epsilon_of=None):
+    """train_nn over 4 epochs of two steps on a loss whose gradient is constant: the mean step of each epoch."""
     with tf.Graph().as_default(), tf.Session() as sess:
         image, label = tf.placeholder(tf.float32, [None]), tf.placeholder(tf.float32, [None])
         keep_prob, rate = tf.placeholder(tf.float32, []), tf.placeholder(tf.float32, [])
+        epsilon = tf.placeholder_with_default(1e-8, [])
         weight = tf.Variable(1.0)
-        loss = weight + 0 * (tf.reduce_sum(image) + tf.reduce_sum(label) + keep_prob)
-        train_op = tf.train.AdamOptimizer(rate).minimize(loss)
+        loss = gradient * weight + 0 * (tf.reduce_sum(image) + tf.reduce_sum(label) + keep_prob)
+        train_op = tf.train.AdamOptimizer(rate, epsilon=epsilon).minimize(loss)
         sess.run(tf.global_variables_initializer())
         weights = [sess.run(weight)]
 
@@ -106,10 +106,34 @@ def test_the_scheduled_rate_reaches_every_training_step():
             return iter([(np.zeros(1), np.zeros(1))] * 2)
 
         training.train_nn(sess, 4, 2, two_batches, train_op, loss, image, label, keep_prob, rate,
-                          learning_rate_value=schedule,
-                          on_epoch_end=lambda epoch, mean_loss: weights.append(sess.run(weight)) and '')
-    moved = -np.diff(weights) / 2
+                          learning_rate_value=rate_of,
+                          on_epoch_end=lambda epoch, mean_loss: weights.append(sess.run(weight)) and '',
+                          feed_of_epoch=epsilon_of and (lambda epoch: {epsilon: epsilon_of(epoch)}))
+    return -np.diff(weights) / 2
+
+
+def test_the_scheduled_rate_reaches_every_training_step():
+    """Adam's step on a constant gradient is the learning rate itself: the weight moves by each epoch's rate."""
+    schedule = _schedule(4, 1, learning_rate=0.01)
+    moved = _step_per_epoch(1.0, schedule)
     assert np.allclose(moved, [schedule(epoch) for epoch in range(1, 5)], rtol=1e-4), moved
+
+
+def test_the_late_adam_epsilon_takes_over_halfway_through_the_epochs_after_the_warm_up():
+    settings = types.SimpleNamespace(epochs=30, warmup_epochs=2, adam_epsilon=1e-8, late_adam_epsilon=1e-3)
+    assert training.late_phase_start(settings) == 17
+    epsilon_of = training.adam_epsilon_schedule(settings)
+    assert [epsilon_of(epoch) for epoch in (1, 16, 17, 30)] == [1e-8, 1e-8, 1e-3, 1e-3]
+    unset = types.SimpleNamespace(epochs=30, warmup_epochs=2, adam_epsilon=1e-6, late_adam_epsilon=0.0)
+    assert training.adam_epsilon_schedule(unset)(30) == 1e-6
+
+
+def test_the_late_adam_epsilon_reaches_the_training_steps_of_the_late_phase():
+    # A gradient of 1e-3: at epsilon 1e-8 Adam steps by the rate; from epoch 3, the late phase of 4 epochs, at
+    # epsilon 1e-2 the step is a few hundredths of it.
+    settings = types.SimpleNamespace(epochs=4, warmup_epochs=0, adam_epsilon=1e-8, late_adam_epsilon=1e-2)
+    moved = _step_per_epoch(1e-3, lambda epoch: 0.01, training.adam_epsilon_schedule(settings))
+    assert np.allclose(moved[:2], 0.01, rtol=1e-3) and (moved[2:] < 0.0005).all(), moved
 
 
 # --------------------------------------------------------------------------- flags and run.json
