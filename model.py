@@ -139,8 +139,9 @@ def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=
     don't-care) adds nothing. `var_list` limits training to some variables (e.g. the decoder's);
     `mixed_precision` adds the dynamic loss scaling float16 needs; `clip_norm` clips the global gradient
     norm. `label_smoothing` moves that share of each labelled pixel's target evenly over the classes, so the
-    loss has its minimum at finite logits. `adam_epsilon` bounds Adam's per-weight step scale-up: a weight
-    whose gradients are far smaller than it moves like plain SGD at rate/epsilon. Returns (logits [N*H*W, num_classes], train_op, loss).
+    loss has its minimum at finite logits. `adam_epsilon` (a number or a scalar tensor) bounds how far Adam
+    scales up small gradients: a weight whose gradients are far smaller than it takes plain SGD steps at
+    rate/epsilon. Returns (logits [N*H*W, num_classes], train_op, loss).
     """
     logits = tf.reshape(nn_last_layer, [-1, num_classes], name='logits')
     labels = tf.reshape(tf.cast(correct_label, tf.float32), [-1, num_classes])
