@@ -239,6 +239,25 @@ def _resume_to(run, epochs):
     assert stop is None, stop
 
 
+def _weights_of_run(runs_dir, epochs, *flags):
+    """The trained weights (Adam's slots and counters left out) of a fresh quick run."""
+    _, stop = run_main(train_args(runs_dir, epochs, *flags))
+    assert stop is None, stop
+    values = last_values(only_run(runs_dir))
+    return {name: value for name, value in values.items() if name.endswith(('kernel', 'bias'))}
+
+
+def test_a_huge_late_adam_epsilon_holds_the_weights_from_the_late_phase_on():
+    # Two epochs, no warm-up: the late phase is epoch 2. At epsilon 1e6 its steps are about a millionth of
+    # Adam's usual, so the weights stay those of the one-epoch run (which is the same run up to there).
+    one_epoch = _weights_of_run(scratch_dir('late-epsilon-1'), 1)
+    held = _weights_of_run(scratch_dir('late-epsilon-2'), 2, '--late-adam-epsilon', '1e6')
+    trained_on = _weights_of_run(scratch_dir('late-epsilon-off'), 2)
+    assert one_epoch and held.keys() == one_epoch.keys() == trained_on.keys()
+    assert max(np.abs(held[name] - one_epoch[name]).max() for name in one_epoch) < 1e-6
+    assert max(np.abs(trained_on[name] - one_epoch[name]).max() for name in one_epoch) > 1e-4
+
+
 def test_a_run_killed_at_any_moment_resumes_to_exactly_the_uninterrupted_run():
     runs = scratch_dir('kill')
     process = _start_training(runs, 40)
