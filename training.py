@@ -338,10 +338,10 @@ def train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter):
     while True:
         try:
             train_nn(sess, config.epochs, config.batch_size, get_batches_fn, fcn8.train_op, fcn8.loss,
-                            fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
-                            keep_prob_value=config.keep_prob, learning_rate_value=reporter.rate_of,
-                            start_epoch=reporter.completed, on_epoch_end=reporter, loss_watch=watch,
-                            feed_of_epoch=lambda epoch: {fcn8.adam_epsilon: epsilon_of(epoch)})
+                     fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
+                     keep_prob_value=config.keep_prob, learning_rate_value=reporter.rate_of,
+                     start_epoch=reporter.completed, on_epoch_end=reporter, loss_watch=watch,
+                     feed_of_epoch=lambda epoch: {fcn8.adam_epsilon: epsilon_of(epoch)})
             return
         except FloatingPointError as error:
             chosen = chosen_checkpoint(run)

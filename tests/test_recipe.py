@@ -162,6 +162,8 @@ def test_recipe_flags_out_of_range_are_refused_in_one_line():
                         (['--label-smoothing', '1'], '--label-smoothing'),
                         (['--label-smoothing', 'nan'], '--label-smoothing'),
                         (['--adam-epsilon', '0'], '--adam-epsilon'), (['--adam-epsilon', 'inf'], '--adam-epsilon'),
+                        (['--late-adam-epsilon', '-1'], '--late-adam-epsilon'),
+                        (['--late-adam-epsilon', 'nan'], '--late-adam-epsilon'),
                         (['--warmup-epochs', '-1'], '--warmup-epochs')):
         expect_error(errors.UserError, main.parse_args, ['train'] + flags, contains=[text])
 
