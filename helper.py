@@ -1,19 +1,15 @@
 """The classic exercise's helper functions, kept under their names and signatures.
 
-Each is a thin door into the module that does the work: downloads.py, batches.py, inference.py,
-infer_files.py (datasets.py and images.py below them).
+Each is a thin door into the package module that does the work: roadseg/data/downloads.py, roadseg/data/batches.py,
+roadseg/serving/inference.py and roadseg/serving/files.py.
 """
 import glob
 import os
 import time
 
-import batches
-import datasets
-import downloads
-import infer_files
-import inference
-import images
-from errors import DatasetError
+from roadseg.data import batches, datasets, downloads, images
+from roadseg.errors import DatasetError
+from roadseg.serving import files, inference
 
 maybe_download_pretrained_vgg = downloads.maybe_download_pretrained_vgg
 
@@ -26,7 +22,7 @@ def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch
     [B,H,W,3], labels bool [B,H,W,classes]) batches from memory, prepared ahead in a background thread.
     """
     pairs = datasets.kitti_road_pairs(data_folder) if pairs is None else list(pairs)
-    return batches.batch_function(pairs, image_shape, seed, first_epoch, label_to_onehot, augment)
+    return batches.TrainingBatches(pairs, image_shape, seed, first_epoch, label_to_onehot, augment)
 
 
 def gen_test_output(sess, logits, keep_prob, image_pl, data_folder, image_shape, batch_size=8):
@@ -35,7 +31,7 @@ def gen_test_output(sess, logits, keep_prob, image_pl, data_folder, image_shape,
     if not paths:
         raise DatasetError('no test images (*.png) in %s' % os.path.join(data_folder, 'image_2'))
     predict = inference.SessionPredictor(sess, logits, keep_prob, image_pl, image_shape)
-    for path, image, probabilities in infer_files.predictions(predict, paths, batch_size):
+    for path, image, probabilities in files.predictions(predict, paths, batch_size):
         yield os.path.basename(path), images.road_overlay(image, probabilities[..., predict.road_class])
 
 
@@ -48,5 +44,5 @@ def save_inference_samples(runs_dir, data_dir, sess, image_shape, logits, keep_p
     os.makedirs(output_dir)
     predict = inference.SessionPredictor(sess, logits, keep_prob, input_image, image_shape)
     plan = {path: [os.path.join(output_dir, os.path.basename(path))] for path in paths}
-    print('Saved %d test overlays to %s' % (infer_files.write_image_predictions(predict, plan), output_dir))
+    print('Saved %d test overlays to %s' % (files.write_image_predictions(predict, plan), output_dir))
     return output_dir

@@ -22,12 +22,15 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'tests'))
 
-import batches  # noqa: E402
-import datasets  # noqa: E402
+from roadseg.data import batches  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
 import main  # noqa: E402
-import model  # noqa: E402
-from fixtures import SMALL_SHAPE, expect_error, small_dataset, small_vgg  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg import model  # noqa: E402
+from tests.fixtures import SMALL_SHAPE, expect_error, small_dataset, small_vgg  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+from roadseg import config  # noqa: E402
+
+tf = graph_mode_tf()
 
 KITTI_TRAINING_IMAGES = 289
 KITTI_TESTING_IMAGES = 290
@@ -36,7 +39,7 @@ KITTI_TESTING_IMAGES = 290
 def test_load_vgg(load_vgg=main.load_vgg, tf_module=tf):
     with tf_module.Graph().as_default(), tf_module.Session() as sess:
         tensors = load_vgg(sess, small_vgg())
-        assert [t.name for t in tensors] == list(model.VGG_TENSOR_NAMES)
+        assert [t.name for t in tensors] == list(config.VGG_TENSOR_NAMES)
         image_input, keep_prob, layer3, layer4, layer7 = tensors
         out3, out4, out7 = sess.run([layer3, layer4, layer7], {image_input: np.full((2, 64, 96, 3), 128.0)})
         assert out3.shape[:3] == (2, 8, 12) and out4.shape[:3] == (2, 4, 6) and out7.shape[:3] == (2, 2, 3)
@@ -48,7 +51,7 @@ def test_load_vgg_calls_the_loader_as_the_classic_test_expects():
     """The classic test swaps tf.saved_model.loader.load for a mock, passes vgg_path='' and checks the call."""
     with tf.Graph().as_default():
         sess = tf.Session()
-        expected = [tf.placeholder(tf.float32, name=name.split(':')[0]) for name in model.VGG_TENSOR_NAMES]
+        expected = [tf.placeholder(tf.float32, name=name.split(':')[0]) for name in config.VGG_TENSOR_NAMES]
         with mock.patch.object(tf.saved_model.loader, 'load') as loader:
             tensors = main.load_vgg(sess, '')
         assert loader.call_args == mock.call(sess, ['vgg16'], ''), loader.call_args
@@ -119,8 +122,8 @@ def test_train_nn(train_nn=main.train_nn):
     with tf.Graph().as_default(), tf.Session() as sess:
         tf.set_random_seed(0)
         fcn8 = model.build_fcn8(sess, small_vgg(), model.NUM_CLASSES, skip_scales=(1, 1))
-        get_batches_fn = batches.batch_function(datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training')),
-                                                SMALL_SHAPE)
+        get_batches_fn = batches.TrainingBatches(
+            datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training')), SMALL_SHAPE)
         history = train_nn(sess, 8, 4, get_batches_fn, fcn8.train_op, fcn8.loss, fcn8.image_input,
                            fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate, keep_prob_value=1.0,
                            learning_rate_value=1e-3)
@@ -139,7 +142,7 @@ def test_train_nn(train_nn=main.train_nn):
 def test_for_kitti_dataset(data_dir=os.path.join(HERE, 'data')):
     training = os.path.join(data_dir, 'data_road', 'training')
     if not os.path.isdir(training):
-        raise unittest.SkipTest('KITTI Road is not in %s (see README: "Get KITTI Road and the VGG model")'
+        raise unittest.SkipTest('KITTI Road is not in %s (see README, "Get the data and the VGG model")'
                                 % data_dir)
     pairs = datasets.kitti_road_pairs(training)
     testing = glob.glob(os.path.join(data_dir, 'data_road', 'testing', 'image_2', '*.png'))

@@ -24,10 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import datasets  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
 import main  # noqa: E402
-import roadgen  # noqa: E402
-import vgg_builder  # noqa: E402
+from roadseg.data import roadgen  # noqa: E402
+from roadseg import vgg_builder  # noqa: E402
 
 SHARED_DATA = os.path.join(ROOT, '..', 'shared', 'data')
 SMALL_WIDTH = 1 / 16
@@ -133,7 +133,7 @@ def expect_error(error_type, function, *args, contains=(), **kwargs):
 
 def kitti_label(height, width, road_rows):
     """A KITTI colour label: road in `road_rows`, not-road elsewhere, don't-care in the last row."""
-    import datasets
+    from roadseg.data import datasets
     label = np.zeros((height, width, 3), np.uint8)
     label[:] = datasets.NOT_ROAD_COLOR
     label[road_rows] = datasets.ROAD_COLOR

@@ -17,11 +17,13 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import bench  # noqa: E402
-import datasets  # noqa: E402
+from roadseg.commands import bench  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
 import helper  # noqa: E402
-import roadgen  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg.data import roadgen  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+
+tf = graph_mode_tf()
 
 REQUIRED_JSON_KEYS = ('pipeline_classic_ips', 'pipeline_ips', 'train_ips', 'infer_ips', 'train_flops_ratio',
                       'infer_flops_ratio', 'peak_rss_mb')

@@ -16,17 +16,18 @@ import shutil
 import imageio.v3 as iio
 import numpy as np
 
-from fixtures import expect_error, run_main, scratch_dir, small_vgg, write_png
+from tests.fixtures import expect_error, run_main, scratch_dir, small_vgg, write_png
 
-import batches  # noqa: E402
-import cityscapes  # noqa: E402
-import cityscapes_labels  # noqa: E402
-import datasets  # noqa: E402
-import evaluation  # noqa: E402
-import jobs  # noqa: E402
-import main  # noqa: E402
-import road_metrics  # noqa: E402
-from errors import DatasetError  # noqa: E402
+from roadseg.data import batches  # noqa: E402
+from roadseg.data import cityscapes  # noqa: E402
+from roadseg.data import cityscapes_labels  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
+from roadseg.evaluation import scoring  # noqa: E402
+from roadseg import cli  # noqa: E402
+from roadseg.evaluation import road_metrics  # noqa: E402
+from roadseg.errors import DatasetError  # noqa: E402
+from roadseg import config  # noqa: E402
+from roadseg.data import splits  # noqa: E402
 
 CITIES = {'train': {'aachen': 4, 'ulm': 2}, 'val': {'frankfurt': 2, 'munster': 2}, 'test': {'berlin': 2, 'bonn': 2}}
 IMAGE_SHAPE = (64, 128)
@@ -208,24 +209,24 @@ def test_labels_are_held_in_memory_as_one_byte_a_pixel_and_come_back_as_the_same
 # --------------------------------------------------------------------------- splits and detection
 
 def _train_args(root, *extra):
-    return main.parse_args(['train', '--data-dir', root, *extra])
+    return cli.parse_args(['train', '--data-dir', root, *extra])
 
 
 def test_auto_detection_splits_and_cityscapes_default_image_shape():
     root = small_cityscapes()
     args = _train_args(root, '--val-cities', 'ulm')
-    assert jobs.detect_dataset(args) == 'cityscapes'
+    assert splits.detect_dataset(args.data_dir, args.dataset) == 'cityscapes'
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        dataset, _, train, val, test, overlays = jobs.training_data(args)
+        dataset, _, train, val, test, overlays = splits.training_data(args)
     assert out.getvalue().strip().endswith('network input 256x512'), 'the run says which input size it took'
-    assert dataset == 'cityscapes' and args.image_shape == cityscapes.DEFAULT_IMAGE_SHAPE == (256, 512)
+    assert dataset == 'cityscapes' and args.image_shape == config.CITYSCAPES_RECIPE['image_shape'] == (256, 512)
     assert {cityscapes.city_of(image) for image, _ in train} == {'aachen'}
     assert {cityscapes.city_of(image) for image, _ in val} == {'ulm'}, 'the checkpoint is chosen on a held-out city'
     assert [_relative(image, root).split('/')[1] for image, _ in test] == ['val'] * 4, 'reported on val, once'
     assert [_relative(image, root).split('/')[1] for image in overlays] == ['test'] * 4
     given = _train_args(root, '--val-cities', 'ulm', '--image-shape', '48', '96')
     with contextlib.redirect_stdout(io.StringIO()):
-        jobs.training_data(given)
+        splits.training_data(given)
     assert given.image_shape == (48, 96), '--image-shape wins over the dataset default'
 
 
@@ -329,12 +330,12 @@ def test_a_class_absent_from_labels_and_predictions_is_undefined_never_zero_or_n
     predicted = np.array([[0, 1, 1, 1]])
     class_iou.update(predicted, actual, np.ones_like(actual, bool))
     names = ('road', 'sidewalk', 'train')
-    report = evaluation.class_iou_json(class_iou, names)
+    report = scoring.class_iou_json(class_iou, names)
     assert report == {'miou': (1 / 2 + 2 / 3) / 2, 'class_iou': {'road': 1 / 2, 'sidewalk': 2 / 3, 'train': None}}
     json.loads(json.dumps(report), parse_constant=_refuse)
-    text = evaluation.format_class_iou(class_iou, names)
+    text = scoring.format_class_iou(class_iou, names)
     assert 'IoU train    undefined (class absent)' in text and 'over the 2 defined classes (1 undefined' in text
-    assert evaluation.class_iou_json(road_metrics.ClassIoU(2), ('a', 'b')) == {
+    assert scoring.class_iou_json(road_metrics.ClassIoU(2), ('a', 'b')) == {
         'miou': None, 'class_iou': {'a': None, 'b': None}}
 
 

@@ -4,16 +4,18 @@ import os
 import imageio.v3 as iio
 import numpy as np
 
-from fixtures import (SHARED_DATA, SMALL_SHAPE, camvid_folder, expect_error, kitti_label, scratch_dir,
+from tests.fixtures import (SHARED_DATA, SMALL_SHAPE, camvid_folder, expect_error, kitti_label, scratch_dir,
                       small_dataset, write_png)
 
-import batches  # noqa: E402
-import datasets  # noqa: E402
-import errors  # noqa: E402
+from roadseg.data import batches  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
+from roadseg.data import splits  # noqa: E402
+from roadseg import errors  # noqa: E402
 import helper  # noqa: E402
-import images  # noqa: E402
-import road_metrics  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg.data import images  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+
+tf = graph_mode_tf()
 
 
 # --------------------------------------------------------------------------- decoding
@@ -169,12 +171,12 @@ def test_gen_batch_function_explains_bad_datasets():
 
 def test_split_pairs_is_deterministic_stratified_and_disjoint():
     pairs = [('%s_%06d.png' % (c, i), 'label') for c, n in (('um', 12), ('umm', 18), ('uu', 6)) for i in range(n)]
-    kept, held_out = datasets.split_pairs(pairs, 1 / 6)
-    assert (kept, held_out) == datasets.split_pairs(list(reversed(pairs)), 1 / 6)
+    kept, held_out = splits.split_pairs(pairs, 1 / 6)
+    assert (kept, held_out) == splits.split_pairs(list(reversed(pairs)), 1 / 6)
     assert sorted(kept + held_out) == sorted(pairs) and not set(kept) & set(held_out)
-    counts = {c: sum(road_metrics.kitti_category(p) == c for p, _ in held_out) for c in ('um', 'umm', 'uu')}
+    counts = {c: sum(datasets.kitti_category(p) == c for p, _ in held_out) for c in ('um', 'umm', 'uu')}
     assert counts == {'um': 2, 'umm': 3, 'uu': 1}, counts
-    assert datasets.split_pairs(pairs, 0) == (sorted(pairs), [])
+    assert splits.split_pairs(pairs, 0) == (sorted(pairs), [])
 
 
 def test_batches_are_reproducible_per_epoch_and_resume_where_they_left_off():
@@ -210,9 +212,9 @@ def test_augment_batch_moves_images_and_labels_together():
 
 def test_augment_reaches_the_batches_only_when_asked():
     pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
-    plain = [b.copy() for b, _ in batches.batch_function(pairs, SMALL_SHAPE, seed=1)(12)]
-    again = [b.copy() for b, _ in batches.batch_function(pairs, SMALL_SHAPE, seed=1)(12)]
-    augmented = [b.copy() for b, _ in batches.batch_function(pairs, SMALL_SHAPE, seed=1, augment=True)(12)]
+    plain = [b.copy() for b, _ in batches.TrainingBatches(pairs, SMALL_SHAPE, seed=1)(12)]
+    again = [b.copy() for b, _ in batches.TrainingBatches(pairs, SMALL_SHAPE, seed=1)(12)]
+    augmented = [b.copy() for b, _ in batches.TrainingBatches(pairs, SMALL_SHAPE, seed=1, augment=True)(12)]
     assert np.array_equal(plain[0], again[0]) and not np.array_equal(plain[0], augmented[0])
 
 

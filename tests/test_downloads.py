@@ -6,15 +6,18 @@ import sys
 
 import numpy as np
 
-from fixtures import (LocalServer, closed_port_url, environment, expect_error, kitti_label, run_main, scratch_dir,
+from tests.fixtures import (LocalServer, closed_port_url, environment, expect_error, kitti_label, run_main, scratch_dir,
                       small_dataset, small_vgg, write_png, zip_folder)
 
-import datasets  # noqa: E402
-import downloads  # noqa: E402
-import errors  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
+from roadseg.data import downloads  # noqa: E402
+from roadseg import errors  # noqa: E402
 import helper  # noqa: E402
 import main  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+from roadseg import vgg_builder  # noqa: E402
+
+tf = graph_mode_tf()
 
 
 def test_maybe_download_pretrained_vgg_downloads_unpacks_and_reuses():
@@ -70,9 +73,9 @@ def test_ensure_vgg_names_both_addresses_when_offline():
     data_dir = scratch_dir('no-vgg')
     udacity, keras = closed_port_url('vgg.zip'), closed_port_url('vgg16_weights.h5')
     with environment(KERAS_HOME=scratch_dir('empty-keras-home')):
-        expect_error(errors.DownloadError, downloads.ensure_vgg, data_dir, 'udacity', udacity_url=udacity,
+        expect_error(errors.DownloadError, vgg_builder.ensure_vgg, data_dir, 'udacity', udacity_url=udacity,
                      keras_url=keras, contains=(udacity, keras, 'by hand', '--vgg-source keras'))
-    expect_error(ValueError, downloads.ensure_vgg, data_dir, 'torch', contains=('udacity', 'keras'))
+    expect_error(ValueError, vgg_builder.ensure_vgg, data_dir, 'torch', contains=('udacity', 'keras'))
     assert os.listdir(data_dir) == []
 
 
@@ -103,8 +106,8 @@ def test_train_without_vgg_dir_takes_data_dir_vgg_and_kitti_url_downloads_kitti(
                               '--no-augment'])
     assert stop is None and 'train: done' in out, (out, stop)
     (run,) = os.listdir(runs)
-    config = main.run  # the run's own record says where its data and model came from
-    import run_folder
+    # the run's own record says where its data and model came from
+    from roadseg.training import run_folder
     config = run_folder.RunFolder(os.path.join(runs, run)).read_config()
     assert config.vgg_path == os.path.join(os.path.abspath(data_dir), 'vgg')
     assert config.data_root == os.path.join(os.path.abspath(data_dir), 'data_road')
@@ -167,7 +170,7 @@ def test_keras_vgg16_is_fetched_when_vgg_zip_fails_cached_as_keras_does_and_conv
     data_dir, keras_home = scratch_dir('data'), scratch_dir('keras-home')
     with environment(KERAS_HOME=keras_home):
         with LocalServer(folder) as server:
-            vgg_path = downloads.ensure_vgg(data_dir, 'udacity', udacity_url=closed_port_url('vgg.zip'),
+            vgg_path = vgg_builder.ensure_vgg(data_dir, 'udacity', udacity_url=closed_port_url('vgg.zip'),
                                             keras_url=server.url(os.path.basename(weights)))
         assert os.path.isfile(os.path.join(keras_home, 'models', os.path.basename(weights))), 'cached as Keras does'
         assert sorted(os.listdir(data_dir)) == ['vgg']

@@ -4,10 +4,12 @@ import os
 
 import numpy as np
 
-from fixtures import only_run, run_main, scratch_dir, small_vgg, train_args
+from tests.fixtures import only_run, run_main, scratch_dir, small_vgg, train_args
 
-import run_folder  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg.training import run_folder  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+
+tf = graph_mode_tf()
 
 
 @functools.lru_cache(maxsize=None)

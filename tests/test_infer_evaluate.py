@@ -7,16 +7,18 @@ import shutil
 import imageio.v3 as iio
 import numpy as np
 
-from fixtures import (SMALL_SHAPE, child_environment, main_py, run_main, scratch_dir, small_dataset,
+from tests.fixtures import (SMALL_SHAPE, child_environment, main_py, run_main, scratch_dir, small_dataset,
                       small_trained_run, small_vgg, write_png)
 
-import datasets  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
 import helper  # noqa: E402
-import images  # noqa: E402
-import inference  # noqa: E402
-import model  # noqa: E402
-import run_folder  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg.data import images  # noqa: E402
+from roadseg.serving import inference  # noqa: E402
+from roadseg import model  # noqa: E402
+from roadseg.training import run_folder  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+
+tf = graph_mode_tf()
 
 
 def _exported():

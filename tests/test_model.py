@@ -3,17 +3,21 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
-from fixtures import SMALL_SHAPE, SMALL_WIDTH, expect_error, scratch_dir, small_dataset, small_vgg
+from tests.fixtures import SMALL_SHAPE, SMALL_WIDTH, expect_error, scratch_dir, small_dataset, small_vgg
 
-import batches  # noqa: E402
-import datasets  # noqa: E402
-import errors  # noqa: E402
+from roadseg.data import batches  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
+from roadseg import errors  # noqa: E402
 import main  # noqa: E402
-import model  # noqa: E402
-import training  # noqa: E402
-import vgg_builder  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg import model  # noqa: E402
+from roadseg.training import fit  # noqa: E402
+from roadseg import vgg_builder  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+from roadseg import config  # noqa: E402
+
+tf = graph_mode_tf()
 
 
 # --------------------------------------------------------------------------- load_vgg on bad models
@@ -67,7 +71,7 @@ def test_load_vgg_says_in_one_line_what_is_wrong_with_a_bad_model():
 def test_main_py_reports_a_damaged_vgg_in_one_line():
     vgg = _damaged_copy('cli-corrupt', lambda vgg: _truncate(os.path.join(vgg, 'saved_model.pb'), 100))
     runs = scratch_dir('cli-corrupt-runs')
-    from fixtures import run_main, train_args
+    from tests.fixtures import run_main, train_args
     argv = train_args(runs, 1)
     argv[argv.index('--vgg-dir') + 1] = vgg
     _, message = run_main(argv)
@@ -118,7 +122,7 @@ def test_build_fcn8_keeps_the_pretrained_vgg_weights_bit_for_bit():
 
 def _one_training_step(sess, fcn8):
     pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
-    images, labels = next(batches.batch_function(pairs[:2], SMALL_SHAPE)(2))
+    images, labels = next(batches.TrainingBatches(pairs[:2], SMALL_SHAPE)(2))
     _, loss = sess.run([fcn8.train_op, fcn8.loss], {fcn8.image_input: images, fcn8.correct_label: labels,
                                                     fcn8.learning_rate: 1e-3})
     return loss
@@ -142,7 +146,7 @@ def test_freeze_encoder_trains_only_the_decoder_fc6_and_fc7_included():
 def _partition_graph_facts(sess, fcn8):
     """(op types, dtypes) of the graph TensorFlow actually ran for one training step, after its rewrites."""
     pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
-    images, labels = next(batches.batch_function(pairs[:1], SMALL_SHAPE)(1))
+    images, labels = next(batches.TrainingBatches(pairs[:1], SMALL_SHAPE)(1))
     metadata = tf.RunMetadata()
     sess.run(fcn8.train_op, {fcn8.image_input: images, fcn8.correct_label: labels, fcn8.learning_rate: 1e-3},
              options=tf.RunOptions(output_partition_graphs=True), run_metadata=metadata)
@@ -150,18 +154,25 @@ def _partition_graph_facts(sess, fcn8):
     return {node.op for node in nodes}, {node.attr['T'].type for node in nodes if 'T' in node.attr}
 
 
+def _cpu_flags():
+    with open('/proc/cpuinfo') as f:
+        return next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
+
+
 def test_mixed_precision_computes_in_bfloat16_on_this_cpu_with_float32_weights():
-    with tf.Graph().as_default(), tf.Session(config=training.session_config(mixed_precision=True)) as sess:
+    if 'avx512f' not in _cpu_flags():
+        pytest.skip("this CPU has no AVX-512, which oneDNN's bfloat16 needs: TensorFlow keeps the graph in float32")
+    with tf.Graph().as_default(), tf.Session(config=fit.session_config(mixed_precision=True)) as sess:
         fcn8 = model.build_fcn8(sess, small_vgg(), 2, mixed_precision=True)
         _, dtypes = _partition_graph_facts(sess, fcn8)
         variables = [v for v in tf.global_variables() if v.name.startswith(('fcn8', 'block1'))]
         assert variables and all(v.dtype.base_dtype == tf.float32 for v in variables), 'float32 master weights'
-    with tf.Graph().as_default(), tf.Session(config=training.session_config()) as sess:
+    with tf.Graph().as_default(), tf.Session(config=fit.session_config()) as sess:
         _, plain_dtypes = _partition_graph_facts(sess, model.build_fcn8(sess, small_vgg(), 2))
     assert tf.bfloat16.as_datatype_enum in dtypes and tf.bfloat16.as_datatype_enum not in plain_dtypes
 
 
-def _adam_step_size(clip_norm, adam_epsilon=model.ADAM_EPSILON):
+def _adam_step_size(clip_norm, adam_epsilon=config.ADAM_EPSILON):
     """How far one Adam step at learning rate 0.1 moves logits whose loss gradient is large."""
     with tf.Graph().as_default(), tf.Session() as sess:
         scores = tf.Variable(np.full((1, 4, 4, 2), [5.0, -5.0], np.float32))

@@ -13,15 +13,17 @@ import imageio.v3 as iio
 import numpy as np
 import onnx
 
-import fixtures
+from tests import fixtures
 
-import config  # noqa: E402
-import inference  # noqa: E402
-import onnx_export  # noqa: E402
-import onnx_model  # noqa: E402
-import roadgen  # noqa: E402
-from errors import ModelError  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg import config  # noqa: E402
+from roadseg.serving import inference  # noqa: E402
+from roadseg.serving import onnx_export  # noqa: E402
+from roadseg.serving import onnx_model  # noqa: E402
+from roadseg.data import roadgen  # noqa: E402
+from roadseg.errors import ModelError  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+
+tf = graph_mode_tf()
 
 SIGNATURE_TIMEOUT = 120
 

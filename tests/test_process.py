@@ -5,15 +5,17 @@ import re
 import sys
 import unittest
 
-from fixtures import (ROOT, child_environment, expect_error, main_py, run_main, scratch_dir, small_dataset,
+from tests.fixtures import (ROOT, child_environment, expect_error, main_py, run_main, scratch_dir, small_dataset,
                       small_trained_run, train_args)
 
-import datasets  # noqa: E402
-import errors  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
+from roadseg import errors  # noqa: E402
 import main  # noqa: E402
-import process_tuning  # noqa: E402
-import quiet  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg import cli  # noqa: E402
+from roadseg import process  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+
+tf = graph_mode_tf()
 
 TENSORFLOW_LINE = re.compile(r'^[IWEF]\d{4} |All log messages before absl|cuda drivers|cuInit', re.MULTILINE)
 
@@ -39,14 +41,14 @@ def test_the_noise_filter_drops_tensorflows_startup_lines_and_keeps_real_errors(
              b'To enable the following instructions: AVX2 AVX512F, in other operations, rebuild TensorFlow']
     kept = [b'E0000 00:00:1795752755.414847    2383 op_kernel.cc:1] Not found: model.ckpt',
             b'F0000 00:00:1795752755.414847    2383 check.cc:1] Check failed', b'Traceback (most recent call last):']
-    assert all(quiet.NOISE.match(line) for line in lines)
-    assert not any(quiet.NOISE.match(line) for line in kept)
-    assert quiet.verbose_requested(['main.py', 'infer', '--verbose'])
-    assert not quiet.verbose_requested(['main.py', 'infer'])
+    assert all(process.NOISE.match(line) for line in lines)
+    assert not any(process.NOISE.match(line) for line in kept)
+    assert process.verbose_requested(['main.py', 'infer', '--verbose'])
+    assert not process.verbose_requested(['main.py', 'infer'])
 
 
 def test_the_device_line_names_the_cpu_when_there_is_no_gpu():
-    line = process_tuning.describe_device(tf)
+    line = process.describe_device(tf)
     gpus = tf.config.list_physical_devices('GPU') if hasattr(tf, 'config') else []
     if gpus:
         raise unittest.SkipTest('this machine has a GPU: the no-GPU line cannot be checked')
@@ -54,17 +56,19 @@ def test_the_device_line_names_the_cpu_when_there_is_no_gpu():
 
 
 def test_the_session_takes_gpu_memory_as_it_needs_it():
-    import training
-    assert training.session_config().gpu_options.allow_growth
+    from roadseg.training import fit
+    assert fit.session_config().gpu_options.allow_growth
 
 
 MALLOC_PHASES_SCRIPT = """
 import ctypes, ctypes.util, json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-import process_tuning
-import training
-from tfv1 import tf
+from roadseg import process
+from roadseg.training import loop
+from roadseg.process import graph_mode_tf
+
+tf = graph_mode_tf()
 
 libc = ctypes.CDLL(ctypes.util.find_library('c'))
 class Mallinfo2(ctypes.Structure):
@@ -77,7 +81,7 @@ def big_block_is_mmapped():
     block = np.ones(16 * 2 ** 20)  # 128 MB, far above glibc's mmap threshold
     return libc.mallinfo2().hblks > before
 
-tuned = process_tuning.tune_malloc()
+tuned = process.tune_malloc()
 mmapped_before = big_block_is_mmapped()
 x = tf.Variable(3.0)
 loss = tf.square(x)
@@ -85,7 +89,7 @@ train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
 image, label, keep_prob, learning_rate = (tf.placeholder(tf.float32) for _ in range(4))
 with tf.Session() as sess:
     sess.run(tf.global_variables_initializer())
-    training.train_nn(sess, 1, 1, lambda batch_size: iter([([0.0], [0.0])]), train_op, loss, image, label,
+    loop.train_nn(sess, 1, 1, lambda batch_size: iter([([0.0], [0.0])]), train_op, loss, image, label,
                       keep_prob, learning_rate)
 print(json.dumps([tuned, mmapped_before, big_block_is_mmapped()]))
 """
@@ -104,17 +108,17 @@ def test_malloc_tuning_keeps_big_blocks_in_the_heap_after_the_first_training_ste
 
 
 def test_training_refuses_a_process_that_assumes_frozen_weights():
-    os.environ[process_tuning.FROZEN_WEIGHTS_SWITCH] = '1'
+    os.environ[process.FROZEN_WEIGHTS_SWITCH] = '1'
     try:
         expect_error(errors.ProcessSettingError, main.train_nn, None, 1, 1, None, None, None, None, None, None, None,
-                     contains=(process_tuning.FROZEN_WEIGHTS_SWITCH, 'Unset it'))
+                     contains=(process.FROZEN_WEIGHTS_SWITCH, 'Unset it'))
     finally:
-        del os.environ[process_tuning.FROZEN_WEIGHTS_SWITCH]
+        del os.environ[process.FROZEN_WEIGHTS_SWITCH]
     # As a program: main.py stops before writing anything, with the reason. The child gets this folder.
     data_dir = scratch_dir('frozen-demo')
     finished = main_py(['demo', '--data-dir', data_dir, '--runs-dir', os.path.join(data_dir, 'runs')],
-                       env=child_environment(**{process_tuning.FROZEN_WEIGHTS_SWITCH: 'true'}))
-    assert finished.returncode != 0 and process_tuning.FROZEN_WEIGHTS_SWITCH in finished.stderr, \
+                       env=child_environment(**{process.FROZEN_WEIGHTS_SWITCH: 'true'}))
+    assert finished.returncode != 0 and process.FROZEN_WEIGHTS_SWITCH in finished.stderr, \
         finished.stderr[-2000:]
     assert 'Traceback' not in finished.stderr
     assert os.listdir(data_dir) == [], os.listdir(data_dir)
@@ -131,6 +135,6 @@ def test_bad_flags_end_in_one_line():
                            (['train', '--val-fraction', '1'], '--val-fraction must be in [0, 1)')):
         _, message = run_main(argv)
         assert isinstance(message, str) and expected in message and '\n' not in message, (argv, message)
-    args = main.parse_args(['--epochs', '3'])
+    args = cli.parse_args(['--epochs', '3'])
     assert args.command == 'train' and args.epochs == 3 and args.image_shape == (160, 576)
-    assert main.parse_args([]).command == 'train'
+    assert cli.parse_args([]).command == 'train'

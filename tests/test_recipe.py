@@ -9,16 +9,17 @@ import types
 
 import numpy as np
 
-from fixtures import camvid_folder, expect_error, only_run, run_main, scratch_dir, small_vgg
+from tests.fixtures import camvid_folder, expect_error, only_run, run_main, scratch_dir, small_vgg
 
-import batches  # noqa: E402
-import config  # noqa: E402
-import datasets  # noqa: E402
-import errors  # noqa: E402
-import main  # noqa: E402
-import model  # noqa: E402
-import training  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg.data import batches  # noqa: E402
+from roadseg import config  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
+from roadseg import errors  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+from roadseg import cli  # noqa: E402
+from roadseg.training import loop, schedules  # noqa: E402
+
+tf = graph_mode_tf()
 
 
 # --------------------------------------------------------------------------- colour and zoom jitter
@@ -79,14 +80,14 @@ def test_zoom_below_one_shrinks_the_scene_and_keeps_each_label_on_its_pixels():
 def _schedule(epochs, warmup_epochs, lr_schedule='cosine', learning_rate=1e-3):
     settings = types.SimpleNamespace(epochs=epochs, warmup_epochs=warmup_epochs, lr_schedule=lr_schedule,
                                      learning_rate=learning_rate)
-    return training.learning_rate_schedule(settings)
+    return schedules.learning_rate_schedule(settings)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_its_final_share():
     rates = [_schedule(10, 2)(epoch) for epoch in range(1, 11)]
     assert np.allclose(rates[:3], [1e-3 / 3, 2e-3 / 3, 1e-3])
     assert all(later < earlier for earlier, later in zip(rates[2:], rates[3:])), 'falls after the warm-up'
-    assert np.isclose(rates[-1], 1e-3 * training.FINAL_RATE_SHARE)
+    assert np.isclose(rates[-1], 1e-3 * schedules.FINAL_RATE_SHARE)
     assert [_schedule(4, 0, 'constant')(epoch) for epoch in range(1, 5)] == [1e-3] * 4
 
 
@@ -105,10 +106,11 @@ def _step_per_epoch(gradient, rate_of, epsilon_of=None):
         def two_batches(batch_size):
             return iter([(np.zeros(1), np.zeros(1))] * 2)
 
-        training.train_nn(sess, 4, 2, two_batches, train_op, loss, image, label, keep_prob, rate,
-                          learning_rate_value=rate_of,
-                          on_epoch_end=lambda epoch, mean_loss: weights.append(sess.run(weight)) and '',
-                          feed_of_epoch=epsilon_of and (lambda epoch: {epsilon: epsilon_of(epoch)}))
+        hooks = loop.EpochHooks(on_epoch_end=lambda epoch, mean_loss: weights.append(sess.run(weight)) and '')
+        if epsilon_of:
+            hooks.feed_of_epoch = lambda epoch: {epsilon: epsilon_of(epoch)}
+        loop.train_nn(sess, 4, 2, two_batches, train_op, loss, image, label, keep_prob, rate,
+                      learning_rate_value=rate_of, hooks=hooks)
     return -np.diff(weights) / 2
 
 
@@ -121,18 +123,18 @@ def test_the_scheduled_rate_reaches_every_training_step():
 
 def test_the_late_adam_epsilon_takes_over_halfway_through_the_epochs_after_the_warm_up():
     settings = types.SimpleNamespace(epochs=30, warmup_epochs=2, adam_epsilon=1e-8, late_adam_epsilon=1e-3)
-    assert training.late_phase_start(settings) == 17
-    epsilon_of = training.adam_epsilon_schedule(settings)
+    assert schedules.late_phase_start(settings) == 17
+    epsilon_of = schedules.adam_epsilon_schedule(settings)
     assert [epsilon_of(epoch) for epoch in (1, 16, 17, 30)] == [1e-8, 1e-8, 1e-3, 1e-3]
     unset = types.SimpleNamespace(epochs=30, warmup_epochs=2, adam_epsilon=1e-6, late_adam_epsilon=0.0)
-    assert training.adam_epsilon_schedule(unset)(30) == 1e-6
+    assert schedules.adam_epsilon_schedule(unset)(30) == 1e-6
 
 
 def test_the_late_adam_epsilon_reaches_the_training_steps_of_the_late_phase():
     # A gradient of 1e-3: at epsilon 1e-8 Adam steps by the rate; from epoch 3, the late phase of 4 epochs, at
     # epsilon 1e-2 the step is a few hundredths of it.
     settings = types.SimpleNamespace(epochs=4, warmup_epochs=0, adam_epsilon=1e-8, late_adam_epsilon=1e-2)
-    moved = _step_per_epoch(1e-3, lambda epoch: 0.01, training.adam_epsilon_schedule(settings))
+    moved = _step_per_epoch(1e-3, lambda epoch: 0.01, schedules.adam_epsilon_schedule(settings))
     assert np.allclose(moved[:2], 0.01, rtol=1e-3) and (moved[2:] < 0.0005).all(), moved
 
 
@@ -146,13 +148,13 @@ def _camvid_folder():
 
 
 def test_the_camvid_demo_has_its_own_defaults_and_explicit_flags_win():
-    camvid = main.parse_args(['demo', '--data-dir', _camvid_folder()])
-    for name, value in main.CAMVID_DEMO_DEFAULTS.items():
+    camvid = cli.parse_args(['demo', '--data-dir', _camvid_folder()])
+    for name, value in config.CAMVID_DEMO_RECIPE.items():
         assert getattr(camvid, name) == (tuple(value) if isinstance(value, list) else value), name
-    generated = main.parse_args(['demo'])
-    assert generated.epochs == main.DEMO_DEFAULTS['epochs'] != camvid.epochs
-    assert generated.lr_schedule == main.DEMO_DEFAULTS['lr_schedule']
-    given = main.parse_args(['demo', '--data-dir', _camvid_folder(), '--epochs', '2', '--no-augment'])
+    generated = cli.parse_args(['demo'])
+    assert generated.epochs == config.GENERATED_DEMO_RECIPE['epochs'] != camvid.epochs
+    assert generated.lr_schedule == config.GENERATED_DEMO_RECIPE['lr_schedule']
+    given = cli.parse_args(['demo', '--data-dir', _camvid_folder(), '--epochs', '2', '--no-augment'])
     assert given.epochs == 2 and not given.augment and given.lr_schedule == camvid.lr_schedule
 
 
@@ -165,7 +167,7 @@ def test_recipe_flags_out_of_range_are_refused_in_one_line():
                         (['--late-adam-epsilon', '-1'], '--late-adam-epsilon'),
                         (['--late-adam-epsilon', 'nan'], '--late-adam-epsilon'),
                         (['--warmup-epochs', '-1'], '--warmup-epochs')):
-        expect_error(errors.UserError, main.parse_args, ['train'] + flags, contains=[text])
+        expect_error(errors.UserError, cli.parse_args, ['train'] + flags, contains=[text])
 
 
 def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settings():
@@ -176,7 +178,7 @@ def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settin
     old = config.RunConfig.from_json(json.dumps(fields), 'run.json')
     assert (old.zoom, old.color_jitter) == (batches.Augmentation.zoom, batches.Augmentation.color)
     assert (old.lr_schedule, old.warmup_epochs, old.label_smoothing) == ('constant', 0, 0.0)
-    assert old.adam_epsilon == model.ADAM_EPSILON == main.ADAM_EPSILON
+    assert old.adam_epsilon == config.ADAM_EPSILON
     assert config.RunConfig.from_json(old.to_json(), 'run.json') == old
 
 

@@ -11,9 +11,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import road_metrics  # noqa: E402
-from road_metrics import (RESULT_KEYS, THRESHOLDS, RoadMetrics,  # noqa: E402
-                          format_table, kitti_category)
+from roadseg.evaluation import road_metrics  # noqa: E402
+from roadseg.data.datasets import kitti_category  # noqa: E402
+from roadseg.evaluation.road_metrics import RESULT_KEYS, THRESHOLDS, RoadMetrics, format_table  # noqa: E402
 
 # ../shared beside the checkout, wherever the checkout is.
 KITTI_LABEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared',

@@ -13,9 +13,10 @@ import imageio.v3 as iio
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import roadgen  # noqa: E402
+from roadseg.data import roadgen  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
 
-KITTI_COLORS = {roadgen.ROAD_COLOR, roadgen.NOT_ROAD_COLOR, roadgen.DONT_CARE_COLOR}
+KITTI_COLORS = {datasets.ROAD_COLOR, datasets.NOT_ROAD_COLOR, datasets.DONT_CARE_COLOR}
 SMALL_SHAPE = (48, 160)
 
 
@@ -24,7 +25,7 @@ def _files(folder):
 
 
 def _road_mask(label):
-    return np.all(label == roadgen.ROAD_COLOR, axis=-1)
+    return np.all(label == datasets.ROAD_COLOR, axis=-1)
 
 
 def _scenes(count, seed=1, image_shape=roadgen.DEFAULT_IMAGE_SHAPE):
@@ -79,7 +80,7 @@ def test_labels_use_only_kitti_colors_with_sane_road_and_small_dont_care():
     dont_care_seen = 0
     for _, image, label in _scenes(24):
         colors = set(map(tuple, np.unique(label.reshape(-1, 3), axis=0)))
-        assert colors <= KITTI_COLORS and roadgen.ROAD_COLOR in colors and roadgen.NOT_ROAD_COLOR in colors
+        assert colors <= KITTI_COLORS and datasets.ROAD_COLOR in colors and datasets.NOT_ROAD_COLOR in colors
         assert 0.05 <= _road_mask(label).mean() <= 0.45
         dont_care = np.mean(label[..., 0] == 0)
         assert dont_care <= 0.03

@@ -13,17 +13,22 @@ import unittest
 import imageio.v3 as iio
 import numpy as np
 
-from fixtures import (CHILD_TIMEOUT, ROOT, child_environment, expect_error, only_run, run_main, scratch_dir, small_dataset, small_trained_run, small_vgg, train_args, write_png)
+from tests.fixtures import (CHILD_TIMEOUT, ROOT, child_environment, expect_error, only_run, run_main, scratch_dir, small_dataset, small_trained_run, small_vgg, train_args, write_png)
 
-import atomic  # noqa: E402
-import batches  # noqa: E402
-import datasets  # noqa: E402
-import images  # noqa: E402
-import model  # noqa: E402
-import roadgen  # noqa: E402
-import run_folder  # noqa: E402
-import training  # noqa: E402
-from tfv1 import tf  # noqa: E402
+from roadseg import atomic  # noqa: E402
+from roadseg.data import batches  # noqa: E402
+from roadseg.data import datasets  # noqa: E402
+from roadseg.data import splits  # noqa: E402
+from roadseg.data import images  # noqa: E402
+from roadseg import model  # noqa: E402
+from roadseg.data import roadgen  # noqa: E402
+from roadseg.training import run_folder  # noqa: E402
+from roadseg.training import fit  # noqa: E402
+from roadseg.process import graph_mode_tf  # noqa: E402
+from roadseg import config  # noqa: E402
+from roadseg.training import loop, schedules  # noqa: E402
+
+tf = graph_mode_tf()
 
 
 def checkpoint_values(prefix):
@@ -196,7 +201,7 @@ def test_damaged_run_json_or_checkpoint_state_end_in_one_line():
         f.write('{"epoch": ')
     _, stop = run_main(['train', '--resume', run, '--epochs', '2'])
     assert 'state.json is damaged' in stop and '\n' not in stop, stop
-    with open(os.path.join(run, run_folder.CONFIG_FILE), 'w') as f:
+    with open(os.path.join(run, config.RUN_CONFIG_FILE), 'w') as f:
         f.write('{"dataset": "kitti", "cla')
     _, stop = run_main(['train', '--resume', run])
     assert 'run.json is damaged' in stop and '\n' not in stop, stop
@@ -346,7 +351,7 @@ def test_a_diverging_run_is_finished_from_its_best_checkpoint():
     os.remove(os.path.join(run.path, 'um_000000.png'))
     _, stop = run_main(['train', '--resume', run.path, '--epochs', '4', '--learning-rate', '1e6'])
     assert ('exploded' in stop or 'became' in stop) and 'finished from its best checkpoint' in stop, stop
-    assert 'after %d rewinds' % training.MAX_REWINDS in stop, stop
+    assert 'after %d rewinds' % fit.MAX_REWINDS in stop, stop
     assert '\n' not in stop
     assert same_values(checkpoint_values(run.checkpoint('last')[0]), good), 'no diverged weights were saved'
     assert run.checkpoint('best')[1]['epoch'] == best_epoch
@@ -362,8 +367,8 @@ def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rat
     prefix, state = run.checkpoint('last')
     best_epoch = run.checkpoint('best')[1]['epoch']
     fmt = datasets.label_format(config.dataset, config.classes)
-    served = batches.batch_function(config.train, tuple(config.image_shape), first_epoch=state['epoch'],
-                                    to_onehot=fmt.to_onehot)
+    served = batches.TrainingBatches(config.train, tuple(config.image_shape), first_epoch=state['epoch'],
+                                     to_onehot=fmt.to_onehot)
     first_batches = []
 
     def poisoned_once(batch_size):
@@ -380,17 +385,17 @@ def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rat
     with tf.Session() as sess, run.owned():
         fcn8 = model.build_fcn8(sess, config.vgg_path, fmt.num_classes, tuple(config.skip_scales))
         run_folder.restore(sess, prefix)
-        reporter = training.EpochReporter(sess, fcn8, run, config, state, training.LearningRate(config))
-        training.train_rewinding(sess, fcn8, run, config, poisoned_once, reporter)
+        reporter = fit.EpochReporter(sess, fcn8, run, config, state, schedules.LearningRate(config))
+        fit.train_rewinding(sess, fcn8, run, config, poisoned_once, reporter)
     losses = reporter.losses  # the epochs kept: those after the best one, trained again
     assert sorted(losses) == list(range(best_epoch + 1, 5)) and np.all(np.isfinite(list(losses.values())))
     assert reporter.rewinds == 1, reporter.rewinds
     last_prefix, last_state = run.checkpoint('last')
-    assert last_state['epoch'] == 4 and last_state['rate_share'] == training.REWIND_RATE_SHARE, last_state
+    assert last_state['epoch'] == 4 and last_state['rate_share'] == fit.REWIND_RATE_SHARE, last_state
     assert all(np.all(np.isfinite(value)) for value in checkpoint_values(last_prefix).values())
     # The epoch after the rewind sees the batches that epoch saw the first time, as a resumed run would.
-    resumed = batches.batch_function(config.train, tuple(config.image_shape), first_epoch=best_epoch,
-                                     to_onehot=fmt.to_onehot)
+    resumed = batches.TrainingBatches(config.train, tuple(config.image_shape), first_epoch=best_epoch,
+                                      to_onehot=fmt.to_onehot)
     assert np.array_equal(first_batches[1], next(resumed(config.batch_size))[0])
     rows = run.read_metrics()
     assert [int(row['epoch']) for row in rows] == [1, 2, 3, 4], rows
@@ -399,17 +404,17 @@ def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rat
 
 
 def test_the_loss_watch_catches_an_explosion_that_is_still_finite():
-    watch = training.LossWatch()
+    watch = loop.LossWatch()
     for loss in [0.5, 0.4, 0.45, 0.3, 0.35, 0.3, 0.28, 0.3, 0.25, 0.27]:
         watch.check_batch(loss, 1)
     watch.check_batch(2.0, 1)  # a bad batch, not a divergence
     expect_error(FloatingPointError, watch.check_batch, 229.0, 1, contains=('exploded', '--learning-rate'))
-    watch = training.LossWatch()
+    watch = loop.LossWatch()
     watch.check_epoch(0.1, 1)
     watch.check_epoch(0.5, 2)
     expect_error(FloatingPointError, watch.check_epoch, 2.9e3, 3, contains=('exploded in epoch 3',))
     # A rewound run keeps its watch: the best epoch before the rewind still sets what counts as an explosion.
-    expect_error(FloatingPointError, training.LossWatch(best_epoch_mean=0.09).check_epoch, 1.0, 34,
+    expect_error(FloatingPointError, loop.LossWatch(best_epoch_mean=0.09).check_epoch, 1.0, 34,
                  contains=('exploded in epoch 34',))
 
 
@@ -419,16 +424,16 @@ def test_out_of_memory_names_what_to_lower_and_keeps_the_checkpoints():
     runs = scratch_dir('oom')
     run_main(train_args(runs, 1))
     run = only_run(runs)
-    real_train_nn = training.train_nn
+    real_train_nn = fit.train_nn
 
     def train_nn_that_runs_out_of_memory(sess, *args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating tensor with shape[8,4096,5,18]')
 
-    training.train_nn = train_nn_that_runs_out_of_memory
+    fit.train_nn = train_nn_that_runs_out_of_memory
     try:
         _, stop = run_main(['train', '--resume', run, '--epochs', '2'])
     finally:
-        training.train_nn = real_train_nn
+        fit.train_nn = real_train_nn
     assert 'out of memory' in stop and '--batch-size' in stop and '--freeze-encoder' in stop, stop
     assert '--mixed-precision' in stop and '\n' not in stop
     assert run_folder.RunFolder(run).checkpoint('last')[1]['epoch'] == 1
@@ -494,7 +499,7 @@ def test_validation_labels_without_road_warn_and_the_run_still_finishes_from_its
     data_dir = scratch_dir('no-road-val')
     shutil.copytree(small_dataset(), os.path.join(data_dir, 'data_road'))
     pairs = datasets.kitti_road_pairs(os.path.join(data_dir, 'data_road', 'training'))
-    _, val = datasets.split_pairs(pairs, 1 / 6)
+    _, val = splits.split_pairs(pairs, 1 / 6)
     for _, label_path in val:
         label = iio.imread(label_path)
         label[(label == datasets.ROAD_COLOR).all(axis=-1)] = datasets.NOT_ROAD_COLOR

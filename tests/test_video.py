@@ -1,4 +1,4 @@
-"""Tests of video in python main.py infer (video.py, infer_files.py): round trips, odd sizes, bad videos.
+"""Tests of video in python main.py infer (video.py, files.py): round trips, odd sizes, bad videos.
 
 Each test makes its videos itself, from generated road scenes, with the ffmpeg that imageio-ffmpeg ships.
 Inputs are written losslessly (FFV1, PNG) where a test compares pixels, so that only the output's H.264
@@ -13,14 +13,14 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 
-import fixtures
+from tests import fixtures
 
-import images  # noqa: E402
-import inference  # noqa: E402
-import infer_files  # noqa: E402
-import roadgen  # noqa: E402
-import video  # noqa: E402
-from errors import OutputError  # noqa: E402
+from roadseg.data import images  # noqa: E402
+from roadseg.serving import inference  # noqa: E402
+from roadseg.data import roadgen  # noqa: E402
+from roadseg.serving import video  # noqa: E402
+from roadseg.errors import OutputError  # noqa: E402
+from roadseg.commands import infer  # noqa: E402
 
 NTSC = fractions.Fraction(30000, 1001)
 SHAPE = (96, 160)
@@ -166,8 +166,8 @@ def test_videos_are_told_from_images_by_content_then_by_extension():
 
 def test_video_outputs_are_planned_with_the_images_and_replace_nothing_unasked():
     paths = ['a/drive.mp4', 'b/drive.mkv', 'c/drive.png', 'c/other.avi']
-    plan = infer_files.planned_outputs(paths, 'out', lambda path: video.OUTPUT_SUFFIXES if path.endswith(
-        video.VIDEO_EXTENSIONS) else infer_files.IMAGE_SUFFIXES)
+    plan = infer.planned_outputs(paths, 'out', lambda path: video.OUTPUT_SUFFIXES if path.endswith(
+        video.VIDEO_EXTENSIONS) else infer.IMAGE_SUFFIXES)
     assert plan['a/drive.mp4'] == ['out/drive_mp4_overlay.mp4', 'out/drive_mp4_road.mp4']
     assert plan['b/drive.mkv'][0] == 'out/drive_mkv_overlay.mp4'
     assert plan['c/drive.png'][0] == 'out/drive_png_overlay.png'
@@ -180,7 +180,7 @@ def test_video_outputs_are_planned_with_the_images_and_replace_nothing_unasked()
     os.makedirs(out)
     with open(os.path.join(out, 'drive_overlay.mp4'), 'wb') as f:
         f.write(b'a file the user keeps')
-    message = fixtures.expect_error(OutputError, infer_files.check_outputs,
+    message = fixtures.expect_error(OutputError, infer.check_outputs,
                                     {source: [os.path.join(out, 'drive_overlay.mp4')]}, [source], out, False)
     assert '--overwrite' in message
     stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out])

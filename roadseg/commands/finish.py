@@ -1,0 +1,96 @@
+"""python main.py finish RUN, and the end of every training run: the chosen checkpoint exported, then that export's
+test measures and overlays. A run folder is one model: all three come from the same export, never from the live
+session.
+"""
+import os
+
+from tqdm import tqdm
+
+from roadseg.config import ModelInfo
+from roadseg.data import datasets
+from roadseg.errors import DatasetError
+from roadseg.evaluation import scoring
+from roadseg.serving import files, inference
+from roadseg.training import fit, run_folder
+
+# What a run's labelled "test" images are, where they are not a test split.
+TEST_SET_NAMES = {'cityscapes': 'Cityscapes val images (its test labels are not public; no run trains or chooses '
+                                'its checkpoint on val)'}
+
+
+# --------------------------------------------------------------------------- datasets of a run
+
+
+def finish(args):
+    """python main.py finish RUN: the run's model from its best checkpoint, without training more."""
+    run = run_folder.RunFolder.existing(args.run)
+    with run.owned():
+        config = run.read_config()
+        results = finish_run(run, config)
+    print('finish: %s, model and overlays in %s' % (describe_test_results(results, config), run.path))
+
+
+def describe_test_results(results, config):
+    if not results:
+        return 'no labelled test images'
+    classes = ', mean class IoU %.3f' % results['miou'] if 'miou' in results else ''
+    return 'test road IoU %.3f (MaxF %.3f)%s on %d %s' % (results['iou'], results['maxf'], classes, len(config.test),
+                                                         TEST_SET_NAMES.get(config.dataset, 'test images'))
+
+
+def model_info(config):
+    fmt = datasets.label_format(config.dataset, config.classes)
+    return ModelInfo(config.dataset, config.classes, tuple(fmt.class_names), fmt.road_class,
+                     tuple(config.image_shape))
+
+
+def finish_run(run, config):
+    """Export the chosen checkpoint, then its test measures and its overlays: one model for all three.
+
+    Returns the test measures ({} without labelled test images).
+    """
+    chosen = fit.chosen_checkpoint(run)
+    if chosen is None:
+        raise DatasetError('%s has no checkpoint yet: train at least one epoch (python main.py train --resume %s)'
+                           % (run.path, run.path))
+    name, prefix, state = chosen
+    export_dir = inference.export_inference_model(prefix, os.path.join(run.path, inference.EXPORT_FOLDER),
+                                                  config.vgg_path, model_info(config), tuple(config.skip_scales))
+    print('Exported the %s checkpoint (epoch %d) to %s' % (name, state['epoch'], export_dir))
+    exported = inference.ExportedModel(export_dir)
+    try:
+        results = _test_measures(exported, config)
+        if results:
+            run.write_test_metrics(dict(results, checkpoint=name, epoch=state['epoch']))
+        written, skipped = _overlays(exported, config.test_images, run.path)
+    finally:
+        exported.close()
+    print('Saved %d overlays of the %s images to %s%s' % (written, overlay_source(config), run.path,
+                                                          '; %d unreadable image(s) skipped' % skipped
+                                                          if skipped else ''))
+    return results
+
+
+def overlay_source(config):
+    """'validation' when the run has no test images and overlays its validation images instead, else 'test'."""
+    validation_images = {image for image, _ in config.val}
+    return 'validation' if config.test_images and set(config.test_images) <= validation_images else 'test'
+
+
+def _test_measures(exported, config):
+    if not config.test:
+        return {}
+    fmt = datasets.label_format(config.dataset, config.classes)
+    metrics, class_iou = scoring.evaluate(exported, config.test, fmt.to_onehot, description='testing')
+    return dict(metrics.result(), **({'miou': class_iou.mean()} if class_iou else {}))
+
+
+def _overlays(exported, paths, out_dir):
+    """The run's test overlays, named like the images (the classic exercise's runs/<timestamp>/<name>.png)."""
+    skipped = []
+    plan = {path: [os.path.join(out_dir, os.path.basename(path))] for path in paths}
+    written = files.write_image_predictions(exported, plan,
+                                                  on_unreadable=lambda path, error: skipped.append(path))
+    for path in skipped:
+        tqdm.write('skipped unreadable test image %s' % path)
+    return written, len(skipped)

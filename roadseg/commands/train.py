@@ -1,0 +1,135 @@
+"""python main.py train and demo: a new run (its data split, its VGG, its folder) trained and finished, or a run
+resumed from its last checkpoint."""
+import os
+
+from roadseg import atomic, process, vgg_builder
+from roadseg.commands.finish import describe_test_results, finish_run
+from roadseg.config import CAMVID_DEMO_VGG, GENERATED_DEMO_VGG, RunConfig
+from roadseg.data import downloads, splits
+from roadseg.errors import RunFolderError, TrainingDiverged
+from roadseg.process import graph_mode_tf
+from roadseg.training import fit, run_folder
+
+tf = graph_mode_tf()
+
+# Settings a run's model or data depend on: --resume refuses to change them.
+FIXED_ON_RESUME = ('data_dir', 'vgg_dir', 'image_shape', 'skip_scales', 'seed', 'freeze_encoder', 'mixed_precision',
+                   'dataset', 'classes', 'val_fraction', 'val_drive', 'val_cities', 'labels', 'vgg_source',
+                   'kitti_url')
+
+
+def run_config(args, data, vgg_path):
+    """The RunConfig of a new run: the flags, and the RunData `data` with every path made absolute."""
+    return RunConfig(
+        dataset=data.dataset, classes=args.classes, data_root=os.path.abspath(data.root),
+        vgg_path=os.path.abspath(vgg_path), image_shape=tuple(args.image_shape), batch_size=args.batch_size,
+        learning_rate=args.learning_rate, keep_prob=args.keep_prob, skip_scales=tuple(args.skip_scales),
+        seed=args.seed, epochs=args.epochs, augment=args.augment, freeze_encoder=args.freeze_encoder,
+        xla=args.xla, mixed_precision=args.mixed_precision, clip_norm=args.clip_norm, zoom=tuple(args.zoom),
+        color_jitter=args.color_jitter, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing, adam_epsilon=args.adam_epsilon,
+        late_adam_epsilon=args.late_adam_epsilon,
+        train=[tuple(map(os.path.abspath, pair)) for pair in data.train],
+        val=[tuple(map(os.path.abspath, pair)) for pair in data.val],
+        test=[tuple(map(os.path.abspath, pair)) for pair in data.test],
+        test_images=[os.path.abspath(path) for path in data.overlays])
+
+
+def train_new_run(args, config):
+    """Check the data, make the run's folder, train and finish; a run that fails before its first checkpoint
+    leaves no folder behind."""
+    for warning in fit.check_run_data(config):
+        print(warning)
+    announce_device(config)
+    run = run_folder.RunFolder(atomic.new_timestamped_folder(args.runs_dir))
+    try:
+        with run.owned():
+            run.write_config(config)
+            return run, train_and_finish(run, config)
+    except BaseException:
+        run.remove_if_nothing_trained()
+        raise
+
+
+def announce_device(config):
+    """Say which device trains. Before TensorFlow first looks at its devices: XLA's CPU switch is read then."""
+    if config.xla:
+        process.let_xla_cluster_on_cpu()
+    print(process.describe_device(tf))
+
+
+def train_and_finish(run, config):
+    """Train, then export/test/overlay the chosen checkpoint; a diverged run is finished from its best too."""
+    try:
+        fit.fit(run, config)
+    except TrainingDiverged as error:
+        if fit.chosen_checkpoint(run) is None:
+            raise
+        finish_run(run, config)
+        raise TrainingDiverged('%s. Nothing trained is lost: the run was finished from its best checkpoint '
+                               '(export, overlays) in %s' % (error, run.path)) from error
+    return finish_run(run, config)
+
+
+def train(args):
+    """The main job: KITTI Road (or CamVid) + pretrained VGG16, or --resume RUN_DIR."""
+    if args.resume:
+        run, config, results = resume(args)
+    else:
+        data = splits.training_data(args)
+        vgg_path = args.vgg_dir or vgg_builder.ensure_vgg(args.data_dir, args.vgg_source)
+        config = run_config(args, data, vgg_path)
+        run, results = train_new_run(args, config)
+    print('train: done, %s, model and overlays in %s' % (describe_test_results(results, config), run.path))
+
+
+def resume(args):
+    """Continue the run of --resume, with the flags given now (those a run may change) applied and recorded."""
+    run = run_folder.RunFolder.existing(args.resume)
+    refused = sorted(args.given & set(FIXED_ON_RESUME))
+    if refused:
+        raise RunFolderError('%s cannot change on --resume (the run\'s model and data depend on it); start a new '
+                             'run instead' % ', '.join('--' + name.replace('_', '-') for name in refused))
+    with run.owned():
+        config = resumed_config(run, args)
+        announce_device(config)
+        return run, config, train_and_finish(run, config)
+
+
+def resumed_config(run, args):
+    config = run.read_config()
+    last = run.checkpoint('last')
+    done = last[1]['epoch'] if last else 0
+    if 'epochs' in args.given and args.epochs < done:
+        raise RunFolderError('%s has already trained %d epochs; --epochs must be at least that (to finish it '
+                             'without training: python main.py finish %s)' % (run.path, done, run.path))
+    changed = {name: getattr(args, name) for name in RunConfig.RESUMABLE if name in args.given}
+    for name, value in changed.items():
+        setattr(config, name, value)
+    if changed:
+        run.write_config(config)
+        print('Resuming with %s (recorded in run.json)' % ', '.join('%s=%s' % item for item in changed.items()))
+    return config
+
+
+def demo(args):
+    """Offline end to end: a small random VGG16-shaped encoder, trained, chosen on validation, scored on test."""
+    demo_dir = os.path.join(args.data_dir, 'demo') if not args.camvid else os.path.join('data', 'demo')
+    vgg_folder, vgg_width = CAMVID_DEMO_VGG if args.camvid else GENERATED_DEMO_VGG
+    vgg_path = args.vgg_dir or os.path.join(demo_dir, vgg_folder)
+    if args.vgg_dir is None and not downloads.vgg_is_complete(vgg_path):
+        vgg_builder.write_random_vgg16(vgg_path, width=vgg_width, seed=args.seed)
+    data = (splits.camvid_data(args.data_dir, args.val_drive) if args.camvid
+            else splits.generated_roads_data(demo_dir, args.seed))
+    config = run_config(args, data, vgg_path)
+    run, results = train_new_run(args, config)
+    if results:
+        print('demo: test road IoU %.2f on %d test images, overlays in %s' % (results['iou'], len(config.test),
+                                                                             run.path))
+    else:
+        validation = run.checkpoint('best')[1]['validation']
+        print('demo: no test/ split in %s; validation road IoU %.2f on %d images of drive %s (the checkpoint was '
+              'chosen on them), overlays in %s' % (args.data_dir, validation['iou'], len(config.val),
+                                                   args.val_drive, run.path))
+
+

@@ -1,0 +1,138 @@
+"""Every constant and default the project's parts share, in one place: the network's contract, the recipes
+(named tables of flag defaults), and the typed configuration a run is saved and resumed with.
+
+RunConfig is built from the flags once, saved as run.json and read back on --resume. ModelInfo is the part a
+trained model carries into its export: what it was trained on, so that evaluate and infer read it instead of
+guessing.
+"""
+import dataclasses
+import json
+from typing import List, Tuple
+
+from roadseg.errors import RunFolderError
+
+# --------------------------------------------------------------------------- the network's contract
+
+# The classic vgg.zip: a SavedModel with this tag and these five tensors.
+VGG_TAG = 'vgg16'
+VGG_TENSOR_NAMES = ('image_input:0', 'keep_prob:0', 'layer3_out:0', 'layer4_out:0', 'layer7_out:0')
+# The decoder's output has the input's size when both sides are multiples of this (model.layers).
+OUTPUT_MULTIPLE = 8
+# The pool4/pool3 scalings of the at-once FCN-8s: they bring the pretrained VGG16's large pool3 and pool4
+# activations to the scale of its fc7 scores.
+AT_ONCE_SKIP_SCALES = (0.01, 0.0001)
+# TensorFlow's own AdamOptimizer default, the classic exercise's.
+ADAM_EPSILON = 1e-8
+ONNX_OPSET = 17
+# A run folder is the folder that holds this file (its RunConfig).
+RUN_CONFIG_FILE = 'run.json'
+
+# --------------------------------------------------------------------------- data
+
+VGG_SOURCES = ('udacity', 'keras')
+# CamVid's drive held out for validation by default: 101 images that no CamVid training sees.
+DEFAULT_VAL_DRIVE = '0006R0'
+# Cityscapes' train cities held out to choose the checkpoint: 290 of the 2,975 train images (bochum 96,
+# krefeld 99, ulm 95), about a tenth, from three cities so that one city's look does not decide.
+DEFAULT_VAL_CITIES = ('bochum', 'krefeld', 'ulm')
+DEFAULT_VAL_FRACTION = 1 / 6
+# The demo's random VGG16-shaped encoders, built if absent: (folder in the demo folder, width multiplier).
+GENERATED_DEMO_VGG = ('vgg', 0.125)
+CAMVID_DEMO_VGG = ('vgg-camvid', 0.25)
+# The classic augmentation: zoom 1-1.15, brightness and contrast +-20 % (colour-jitter strength 0.2).
+CLASSIC_ZOOM = (1.0, 1.15)
+CLASSIC_COLOR_JITTER = 0.2
+
+# --------------------------------------------------------------------------- recipes: the training flags' defaults
+
+# `python main.py train` on KITTI Road (and CamVid): the classic exercise's settings.
+KITTI_RECIPE = dict(epochs=25, batch_size=8, learning_rate=1e-4, keep_prob=0.5, image_shape=(160, 576),
+                    skip_scales=AT_ONCE_SKIP_SCALES, augment=True, clip_norm=0.0, lr_schedule='constant',
+                    warmup_epochs=0, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, late_adam_epsilon=0.0,
+                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER)
+# Cityscapes: a quarter of 1024x2048 on each side, so that a full-width VGG16 trains on a CPU; on a GPU,
+# 512 1024 (or the full 1024 2048) gives finer masks.
+CITYSCAPES_RECIPE = dict(KITTI_RECIPE, image_shape=(256, 512))
+# `python main.py demo`: generated roads and a small random encoder (no pretrained scales: skips at 1).
+GENERATED_DEMO_RECIPE = dict(KITTI_RECIPE, epochs=15, learning_rate=3e-4, keep_prob=1.0, image_shape=(96, 320),
+                             skip_scales=(1.0, 1.0), augment=False)
+# `python main.py demo --data-dir <CamVid>`: chosen on held-out drives (docs/experiments.md).
+CAMVID_DEMO_RECIPE = dict(GENERATED_DEMO_RECIPE, epochs=30, image_shape=(176, 240), learning_rate=1e-4,
+                          augment=True, color_jitter=0.4, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0,
+                          label_smoothing=0.1, late_adam_epsilon=1e-2)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    dataset: str                      # kitti, kitti-mask, camvid, cityscapes
+    classes: str                      # road, all
+    class_names: Tuple[str, ...]
+    road_class: int
+    image_shape: Tuple[int, int]      # the network's input size; images of any size are resized to it
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        fields = json.loads(text)
+        return cls(fields['dataset'], fields['classes'], tuple(fields['class_names']), int(fields['road_class']),
+                   tuple(fields['image_shape']))
+
+
+@dataclasses.dataclass
+class RunConfig:
+    dataset: str
+    classes: str
+    data_root: str
+    vgg_path: str
+    image_shape: Tuple[int, int]
+    batch_size: int
+    learning_rate: float
+    keep_prob: float
+    skip_scales: Tuple[float, float]
+    seed: int
+    epochs: int
+    augment: bool
+    freeze_encoder: bool
+    xla: bool
+    mixed_precision: bool
+    clip_norm: float
+    train: List[Tuple[str, str]]
+    val: List[Tuple[str, str]]
+    test: List[Tuple[str, str]]       # labelled images scored once, at the end, with the best checkpoint
+    test_images: List[str]            # images the run's overlays are made of
+    # Settings added since the first run.json: a run written without them resumes with these, the classic ones.
+    zoom: Tuple[float, float] = CLASSIC_ZOOM
+    color_jitter: float = CLASSIC_COLOR_JITTER
+    lr_schedule: str = 'constant'
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    adam_epsilon: float = ADAM_EPSILON
+    late_adam_epsilon: float = 0.0     # 0: adam_epsilon throughout
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text, where):
+        try:
+            fields = json.loads(text)
+            for name in ('image_shape', 'skip_scales', 'zoom'):
+                if name in fields:
+                    fields[name] = tuple(fields[name])
+            for split in ('train', 'val', 'test'):
+                fields[split] = [tuple(pair) for pair in fields[split]]
+            return cls(**fields)
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunFolderError('%s is damaged or from another version (%s: %s); start a new run, or restore the '
+                                 'file from a backup' % (where, type(error).__name__, error)) from error
+
+    # Settings a resumed run may change: each takes effect from the next epoch and is recorded in run.json.
+    RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla', 'zoom',
+                 'color_jitter', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'adam_epsilon',
+                 'late_adam_epsilon')

@@ -1,0 +1,87 @@
+"""Decoding, resizing and painting images (numpy only: scipy.misc's imread/imresize are gone)."""
+import imageio.v3 as iio
+import numpy as np
+
+from roadseg.errors import DatasetError
+
+OVERLAY_COLOR = (0, 255, 0)
+OVERLAY_ALPHA = 0.5
+ROAD_THRESHOLD = 0.5
+
+
+def read_rgb(path):
+    """Decode a PNG/JPEG/BMP into an HxWx3 uint8 array, or raise DatasetError naming the file.
+
+    Grey, grey+alpha, RGBA and 16-bit images are accepted; 16-bit values are scaled to 8 bits, not cut.
+    """
+    try:
+        image = iio.imread(path)
+    except Exception as error:  # imageio raises many types for corrupt, empty or fake files
+        raise DatasetError('cannot read image %s: %s is not a readable PNG, JPEG or BMP file (%s)'
+                           % (path, path, type(error).__name__)) from error
+    return to_rgb8(image, path)
+
+
+def to_rgb8(image, path='image'):
+    if image.dtype == np.uint16:
+        image = np.rint(image / 257.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DatasetError('%s has %s pixels; give an 8- or 16-bit image' % (path, image.dtype))
+    if image.ndim == 3 and image.shape[2] == 2:  # grey + alpha
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] < 3:
+        raise DatasetError('%s is not an image with colour or grey channels (shape %s)' % (path, image.shape))
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def _source_coordinates(out_size, in_size):
+    """Half-pixel-centre sample positions, as tf.image.resize and OpenCV use."""
+    return (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+
+
+def resize_bilinear(image, shape):
+    """Bilinear resize of an HxWxC image to `shape` (H, W); returns float32."""
+    height, width = shape
+    ys = np.clip(_source_coordinates(height, image.shape[0]), 0, image.shape[0] - 1)
+    xs = np.clip(_source_coordinates(width, image.shape[1]), 0, image.shape[1] - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, image.shape[0] - 1), np.minimum(x0 + 1, image.shape[1] - 1)
+    wy, wx = (ys - y0)[:, None, None].astype(np.float32), (xs - x0)[None, :, None].astype(np.float32)
+    image = image.astype(np.float32, copy=False)
+    top = image[y0][:, x0] * (1 - wx) + image[y0][:, x1] * wx
+    bottom = image[y1][:, x0] * (1 - wx) + image[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def resize_nearest(label, shape):
+    """Nearest-neighbour resize: label colours are never blended."""
+    height, width = shape
+    ys = np.minimum(np.floor(_source_coordinates(height, label.shape[0]) + 0.5).astype(int), label.shape[0] - 1)
+    xs = np.minimum(np.floor(_source_coordinates(width, label.shape[1]) + 0.5).astype(int), label.shape[1] - 1)
+    return label[np.maximum(ys, 0)][:, np.maximum(xs, 0)]
+
+
+def resize_image(image, shape):
+    """Resize an RGB image for the network: bilinear, back to uint8."""
+    return np.clip(np.rint(resize_bilinear(image, shape)), 0, 255).astype(np.uint8)
+
+
+def class_overlay(image, class_ids, palette):
+    """Blend each pixel with its class colour (all-class models)."""
+    colours = np.asarray(palette, np.float32)[class_ids]
+    return np.rint((1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * colours).astype(np.uint8)
+
+
+def road_overlay(image, road_probability):
+    """Paint road pixels (p > 0.5) translucent green on the image."""
+    road = road_probability > ROAD_THRESHOLD
+    painted = image.astype(np.float32)
+    painted[road] = (1 - OVERLAY_ALPHA) * painted[road] + OVERLAY_ALPHA * np.asarray(OVERLAY_COLOR, np.float32)
+    return np.rint(painted).astype(np.uint8)
+
+
+def probability_image(probability):
+    """A probability map as 8-bit grey (p x 255)."""
+    return np.rint(np.clip(probability, 0, 1) * 255).astype(np.uint8)
