@@ -1,0 +1,1 @@
+"""One module per main.py command (cli.py dispatches to them, importing each only when it runs)."""

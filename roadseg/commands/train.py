@@ -4,7 +4,7 @@ import os
 
 from roadseg import atomic, process, vgg_builder
 from roadseg.commands.finish import describe_test_results, finish_run
-from roadseg.config import CAMVID_DEMO_VGG, GENERATED_DEMO_VGG, RunConfig
+from roadseg.config import CAMVID_DEMO_VGG, GENERATED_DEMO_VGG, RUN_CONFIG_FILE, RunConfig
 from roadseg.data import downloads, splits
 from roadseg.errors import RunFolderError, TrainingDiverged
 from roadseg.process import graph_mode_tf
@@ -108,7 +108,8 @@ def resumed_config(run, args):
         setattr(config, name, value)
     if changed:
         run.write_config(config)
-        print('Resuming with %s (recorded in run.json)' % ', '.join('%s=%s' % item for item in changed.items()))
+        print('Resuming with %s (recorded in %s)' % (', '.join('%s=%s' % item for item in changed.items()),
+                                                     RUN_CONFIG_FILE))
     return config
 
 

@@ -2,15 +2,16 @@
 
     runs/<timestamp>/
         run.json                 the RunConfig: settings and the train/validation/test split
-        checkpoints/last/        model.ckpt.* + state.json (epoch, losses, validation), after every epoch
-        checkpoints/best/        the same, for the epoch with the best validation MaxF
-        metrics.csv              one row per epoch: loss and validation metrics
-        tensorboard/             loss, IoU, MaxF and overlay images per epoch
-        export/                  the chosen checkpoint as an inference SavedModel (inference.py)
+        checkpoints/last/        model.ckpt.* + state.json (epoch, its train loss, its validation measures, the best
+                                 validation measure so far, the learning-rate share after rewinds), every epoch
+        checkpoints/best/        the same, for the epoch with the best validation measure (fit.selection_measure)
+        metrics.csv              one row per epoch: loss, learning rate and validation metrics
+        tensorboard/             loss, learning rate, IoU, MaxF and overlay images per epoch
+        export/                  the chosen checkpoint as an inference SavedModel (serving/inference.py)
         test_metrics.json        that model's measures on the labelled test images, if any
         *.png                    that model's overlays of the test images
 
-Everything is written through atomic.py. Reading never changes the folder; one process at a time may
+Everything is written through roadseg/atomic.py. Reading never changes the folder; one process at a time may
 train in it (a lock that the system releases when the process dies, even by kill -9).
 """
 import contextlib
