@@ -1,34 +1,33 @@
-"""Tests of main.py's classic functions, and the runner for everything in tests/.
+"""The classic exercise's tests of main.py, and the command that runs the whole suite.
 
-    python project_tests.py            run these and tests/test_*.py; last line "N passed, N failed, N skipped"
-    python -m pytest project_tests.py tests/
+    python project_tests.py            every test (tests/, these included); last line "N passed, N failed, N skipped"
+    python -m pytest                   the same suite under pytest itself
 
-The classic exercise's tests keep their names and arguments (with defaults, so pytest and the runner below
-both call them as they are), and check more than the classic ones do: a real SavedModel loaded from disk,
-real gradients that lower the loss. test_load_vgg_calls_the_loader_as_the_classic_test_expects mocks the
-loader the way the classic project_tests.py does.
+The classic tests keep their names and their leading arguments with defaults (a classic caller can still pass
+load_vgg, layers, optimize, train_nn or data_dir), and check more than the classic ones do: a real SavedModel
+loaded from disk, real gradients that lower the loss. The small models and data they need are pytest fixtures
+(tests/conftest.py), taken as keyword-only arguments; tests/test_classic.py collects these tests with the rest,
+so pytest runs them once whichever command starts it. test_load_vgg_calls_the_loader_as_the_classic_test_expects
+mocks the loader the way the classic project_tests.py does.
 """
 import glob
-import importlib.util
 import os
 import sys
-import time
-import traceback
-import unittest
 from unittest import mock
 
 import numpy as np
+import pytest
+
+import main
+from roadseg import config, model
+from roadseg.data import batches, datasets
+from roadseg.process import graph_mode_tf
+from tests.helpers import SMALL_SHAPE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, 'tests'))
-
-from roadseg.data import batches  # noqa: E402
-from roadseg.data import datasets  # noqa: E402
-import main  # noqa: E402
-from roadseg import model  # noqa: E402
-from tests.fixtures import SMALL_SHAPE, expect_error, small_dataset, small_vgg  # noqa: E402
-from roadseg.process import graph_mode_tf  # noqa: E402
-from roadseg import config  # noqa: E402
+# pytest collects these tests through tests/test_classic.py, where the fixtures of tests/conftest.py apply; not
+# from this file when it is named on pytest's command line (they would run twice, without their fixtures).
+__test__ = False
 
 tf = graph_mode_tf()
 
@@ -36,9 +35,9 @@ KITTI_TRAINING_IMAGES = 289
 KITTI_TESTING_IMAGES = 290
 
 
-def test_load_vgg(load_vgg=main.load_vgg, tf_module=tf):
+def test_load_vgg(load_vgg=main.load_vgg, tf_module=tf, *, small_vgg):
     with tf_module.Graph().as_default(), tf_module.Session() as sess:
-        tensors = load_vgg(sess, small_vgg())
+        tensors = load_vgg(sess, small_vgg)
         assert [t.name for t in tensors] == list(config.VGG_TENSOR_NAMES)
         image_input, keep_prob, layer3, layer4, layer7 = tensors
         out3, out4, out7 = sess.run([layer3, layer4, layer7], {image_input: np.full((2, 64, 96, 3), 128.0)})
@@ -118,12 +117,12 @@ def test_optimize(optimize=main.optimize):
         assert last_loss < 0.5 * first_loss, (first_loss, last_loss)
 
 
-def test_train_nn(train_nn=main.train_nn):
+def test_train_nn(train_nn=main.train_nn, *, small_vgg, small_dataset):
     with tf.Graph().as_default(), tf.Session() as sess:
         tf.set_random_seed(0)
-        fcn8 = model.build_fcn8(sess, small_vgg(), model.NUM_CLASSES, skip_scales=(1, 1))
+        fcn8 = model.build_fcn8(sess, small_vgg, model.NUM_CLASSES, skip_scales=(1, 1))
         get_batches_fn = batches.TrainingBatches(
-            datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training')), SMALL_SHAPE)
+            datasets.kitti_road_pairs(os.path.join(small_dataset, 'training')), SMALL_SHAPE)
         history = train_nn(sess, 8, 4, get_batches_fn, fcn8.train_op, fcn8.loss, fcn8.image_input,
                            fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate, keep_prob_value=1.0,
                            learning_rate_value=1e-3)
@@ -134,16 +133,15 @@ def test_train_nn(train_nn=main.train_nn):
             images, labels = next(get_batches_fn(batch_size))
             yield images, np.full(labels.shape, np.nan, np.float32)
 
-        expect_error(FloatingPointError, train_nn, sess, 1, 2, poisoned_batches, fcn8.train_op, fcn8.loss,
-                     fcn8.image_input, fcn8.correct_label, fcn8.keep_prob, fcn8.learning_rate,
-                     contains=('--learning-rate',))
+        with pytest.raises(FloatingPointError, match='--learning-rate'):
+            train_nn(sess, 1, 2, poisoned_batches, fcn8.train_op, fcn8.loss, fcn8.image_input, fcn8.correct_label,
+                     fcn8.keep_prob, fcn8.learning_rate)
 
 
 def test_for_kitti_dataset(data_dir=os.path.join(HERE, 'data')):
     training = os.path.join(data_dir, 'data_road', 'training')
     if not os.path.isdir(training):
-        raise unittest.SkipTest('KITTI Road is not in %s (see README, "Get the data and the VGG model")'
-                                % data_dir)
+        pytest.skip('KITTI Road is not in %s (see README, "Get the data and the VGG model")' % data_dir)
     pairs = datasets.kitti_road_pairs(training)
     testing = glob.glob(os.path.join(data_dir, 'data_road', 'testing', 'image_2', '*.png'))
     assert len(pairs) == KITTI_TRAINING_IMAGES, 'expected %d training images, found %d' % (
@@ -152,43 +150,41 @@ def test_for_kitti_dataset(data_dir=os.path.join(HERE, 'data')):
         KITTI_TESTING_IMAGES, len(testing))
 
 
-# --------------------------------------------------------------------------- runner
+# --------------------------------------------------------------------------- the whole suite
 
-def collect_tests():
-    """(name, function) of every test here and in tests/test_*.py."""
-    modules = [sys.modules[__name__]]
-    for path in sorted(glob.glob(os.path.join(HERE, 'tests', 'test_*.py'))):
-        spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        modules.append(module)
-    return [('%s.%s' % (module.__name__.replace('__main__', 'project_tests'), name), function)
-            for module in modules for name, function in vars(module).items()
-            if name.startswith('test_') and callable(function) and function.__module__ == module.__name__]
+class OutcomeCounter:
+    """A pytest plugin that counts tests by outcome: failed if its setup, call or teardown failed (errors
+    included), skipped if it was skipped, passed otherwise; a file that fails to collect counts as failed."""
+
+    def __init__(self):
+        self.outcomes = {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed:
+            self.outcomes[report.nodeid] = 'failed'
+        elif report.skipped and self.outcomes.get(report.nodeid) != 'failed':
+            self.outcomes[report.nodeid] = 'skipped'
+        elif report.when == 'call':
+            self.outcomes.setdefault(report.nodeid, 'passed')
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.outcomes[report.nodeid] = 'failed'
+
+    def count(self, outcome):
+        return sum(value == outcome for value in self.outcomes.values())
 
 
-def run_tests(tests):
-    passed, failed, skipped = [], [], []
-    started = time.time()
-    for name, function in tests:
-        test_started = time.time()
-        try:
-            function()
-        except unittest.SkipTest as reason:
-            skipped.append('%s: %s' % (name, reason))
-            print('SKIP %s: %s' % (name, reason))
-        except Exception:
-            failed.append(name)
-            print('FAIL %s\n%s' % (name, traceback.format_exc()))
-        else:
-            passed.append(name)
-            print('PASS %s (%.1fs)' % (name, time.time() - test_started))
-        sys.stdout.flush()
-    print('%.0fs in all%s%s' % (time.time() - started, ''.join('\nskipped ' + line for line in skipped),
-                               ''.join('\nfailed: ' + name for name in failed)))
-    print('%d passed, %d failed, %d skipped' % (len(passed), len(failed), len(skipped)))
-    return not failed
+def run_suite(args=()):
+    """Run tests/ under pytest in this process; print the counts as the last line; the exit status."""
+    counter = OutcomeCounter()
+    exit_code = pytest.main(['-p', 'no:cacheprovider', '-rfEs', '--rootdir', HERE, os.path.join(HERE, 'tests'),
+                             *args], plugins=[counter])
+    passed, failed, skipped = (counter.count(outcome) for outcome in ('passed', 'failed', 'skipped'))
+    sys.stdout.flush()
+    print('%d passed, %d failed, %d skipped' % (passed, failed, skipped), flush=True)
+    return 0 if exit_code == pytest.ExitCode.OK and not failed else 1  # NO_TESTS_COLLECTED is not OK
 
 
 if __name__ == '__main__':
-    sys.exit(0 if run_tests(collect_tests()) else 1)
+    sys.exit(run_suite(sys.argv[1:]))

@@ -1,27 +1,21 @@
 """Tests of bench.py: the FLOP counter on hand-made graphs, the two data pipelines, the command line.
 
-Plain `test_*` functions using only assert, tempfile and real files, so they
-run under pytest and under the project's own runner alike. Nothing here
-asserts a speed: only counts, shapes and the form of the output.
+Nothing here asserts a speed: only counts, shapes and the form of the output.
 """
-import contextlib
-import io
 import json
 import math
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
+import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from roadseg.commands import bench  # noqa: E402
-from roadseg.data import datasets  # noqa: E402
-import helper  # noqa: E402
-from roadseg.data import roadgen  # noqa: E402
-from roadseg.process import graph_mode_tf  # noqa: E402
+import helper
+from roadseg.commands import bench
+from roadseg.data import datasets, roadgen
+from roadseg.process import graph_mode_tf
+from tests.helpers import ROOT
 
 tf = graph_mode_tf()
 
@@ -80,13 +74,12 @@ def test_count_flops_of_matmuls_counts_only_what_the_run_executes():
     assert _flops_of(matmuls) == 2 * (2 * 3 * 5 * 7)
 
 
-def test_classic_and_project_pipelines_yield_the_same_batches():
-    with tempfile.TemporaryDirectory() as scratch:
-        data_road = roadgen.generate_dataset(scratch, n_train=5, n_test=1, image_shape=(60, 150), seed=2)
-        training = os.path.join(data_road, 'training')
-        pairs = datasets.kitti_road_pairs(training)
-        classic = list(bench.classic_batches(pairs, (32, 64), 2, np.random.default_rng(0)))
-        ours = list(helper.gen_batch_function(training, (32, 64))(2))
+def test_classic_and_project_pipelines_yield_the_same_batches(tmp_path):
+    data_road = roadgen.generate_dataset(str(tmp_path), n_train=5, n_test=1, image_shape=(60, 150), seed=2)
+    training = os.path.join(data_road, 'training')
+    pairs = datasets.kitti_road_pairs(training)
+    classic = list(bench.classic_batches(pairs, (32, 64), 2, np.random.default_rng(0)))
+    ours = list(helper.gen_batch_function(training, (32, 64))(2))
     assert [len(images) for images, _ in classic] == [len(images) for images, _ in ours] == [2, 2, 1]
     for (classic_images, classic_labels), (images, labels) in zip(classic, ours):
         assert classic_images.shape == images.shape and classic_images.dtype == images.dtype == np.uint8
@@ -108,19 +101,15 @@ def test_full_batches_always_hold_the_batch_size():
     assert [batch.ravel().tolist() for batch, _ in drawn] == [[0, 1], [2, 0], [1, 2]]
 
 
-def test_command_line_rejects_bad_settings():
+def test_command_line_rejects_bad_settings(capsys):
     for argv, expected in ((['--image-shape', '100', '576'], '--image-shape 100 576'),
                            (['--batch-size', '0'], '--batch-size'),
                            (['--data-dir', os.path.join(ROOT, 'no-such-folder')], 'no-such-folder')):
-        stderr = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(stderr):
-                bench.parse_args(argv)
-        except SystemExit as stop:
-            assert stop.code == 2
-        else:
-            raise AssertionError('bench.py accepted %s' % argv)
-        assert expected in stderr.getvalue(), stderr.getvalue()
+        with pytest.raises(SystemExit) as stop:
+            bench.parse_args(argv)
+        assert stop.value.code == 2, argv
+        stderr = capsys.readouterr().err
+        assert expected in stderr, stderr
 
 
 def test_json_is_the_last_line_and_holds_every_figure():

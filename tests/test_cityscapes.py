@@ -7,7 +7,6 @@ and rare ones. One val label is hand-made: its expected trainIds below are typed
 """
 import contextlib
 import csv
-import functools
 import io
 import json
 import os
@@ -15,19 +14,13 @@ import shutil
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 
-from tests.fixtures import expect_error, run_main, scratch_dir, small_vgg, write_png
-
-from roadseg.data import batches  # noqa: E402
-from roadseg.data import cityscapes  # noqa: E402
-from roadseg.data import cityscapes_labels  # noqa: E402
-from roadseg.data import datasets  # noqa: E402
-from roadseg.evaluation import scoring  # noqa: E402
-from roadseg import cli  # noqa: E402
-from roadseg.evaluation import road_metrics  # noqa: E402
-from roadseg.errors import DatasetError  # noqa: E402
-from roadseg import config  # noqa: E402
-from roadseg.data import splits  # noqa: E402
+from roadseg import cli, config
+from roadseg.data import batches, cityscapes, cityscapes_labels, datasets, splits
+from roadseg.errors import DatasetError
+from roadseg.evaluation import road_metrics, scoring
+from tests.helpers import run_main, write_png
 
 CITIES = {'train': {'aachen': 4, 'ulm': 2}, 'val': {'frankfurt': 2, 'munster': 2}, 'test': {'berlin': 2, 'bonn': 2}}
 IMAGE_SHAPE = (64, 128)
@@ -129,15 +122,10 @@ def write_cityscapes(root, cities=CITIES, shape=IMAGE_SHAPE, seed=0):
     return root
 
 
-@functools.lru_cache(maxsize=None)
-def small_cityscapes():
-    return write_cityscapes(os.path.join(scratch_dir('cityscapes'), 'cityscapes'))
-
-
-def _copy_of_small_cityscapes(name):
-    copy = os.path.join(scratch_dir(name), 'cityscapes')
-    shutil.copytree(small_cityscapes(), copy)
-    return copy
+@pytest.fixture(scope='module')
+def small_cityscapes(tmp_path_factory):
+    """The generated Cityscapes layout (CITIES at 64x128), written once for this file's tests."""
+    return write_cityscapes(str(tmp_path_factory.mktemp('cityscapes') / 'cityscapes'))
 
 
 def _relative(path, root):
@@ -146,8 +134,8 @@ def _relative(path, root):
 
 # --------------------------------------------------------------------------- layout and pairing
 
-def test_pairs_are_matched_by_name_in_the_official_layout():
-    root = small_cityscapes()
+def test_pairs_are_matched_by_name_in_the_official_layout(small_cityscapes):
+    root = small_cityscapes
     pairs = cityscapes.split_pairs(root, 'train')
     assert [(_relative(image, root), _relative(label, root)) for image, label in pairs] == [
         ('leftImg8bit/train/%s/%s_%06d_000019_leftImg8bit.png' % (city, city, seq),
@@ -162,8 +150,8 @@ def test_pairs_are_matched_by_name_in_the_official_layout():
         'leftImg8bit/test/bonn/bonn_000001_000019_leftImg8bit.png']
 
 
-def test_labelids_map_to_the_19_train_ids_pixel_for_pixel():
-    root = small_cityscapes()
+def test_labelids_map_to_the_19_train_ids_pixel_for_pixel(small_cityscapes):
+    root = small_cityscapes
     split, city, name = HAND_LABEL
     image, label = cityscapes.split_pairs(root, split)[0]
     assert os.path.basename(image) == name + '_leftImg8bit.png' and os.path.basename(label) == name + \
@@ -189,16 +177,20 @@ def test_label_format_names_and_palette_follow_the_train_ids():
 def test_labels_that_are_not_labelids_are_refused_in_one_line():
     to_onehot = datasets.label_format('cityscapes', 'all').to_onehot
     train_ids_image = np.full(IMAGE_SHAPE + (3,), 255, np.uint8)  # a *_labelTrainIds.png: 255 = ignore
-    message = expect_error(DatasetError, to_onehot, train_ids_image, 'x_gtFine_labelTrainIds.png',
-                           contains=('x_gtFine_labelTrainIds.png', 'value 255', '_gtFine_labelIds.png'))
+    with pytest.raises(DatasetError) as caught:
+        to_onehot(train_ids_image, 'x_gtFine_labelTrainIds.png')
+    message = str(caught.value)
+    assert 'x_gtFine_labelTrainIds.png' in message and 'value 255' in message and '_gtFine_labelIds.png' in message
     assert '\n' not in message
     colour = np.zeros(IMAGE_SHAPE + (3,), np.uint8)
     colour[..., 0] = 128  # a *_gtFine_color.png
-    expect_error(DatasetError, to_onehot, colour, 'x_gtFine_color.png', contains=('x_gtFine_color.png', 'colours'))
+    with pytest.raises(DatasetError) as caught:
+        to_onehot(colour, 'x_gtFine_color.png')
+    assert 'x_gtFine_color.png' in str(caught.value) and 'colours' in str(caught.value)
 
 
-def test_labels_are_held_in_memory_as_one_byte_a_pixel_and_come_back_as_the_same_one_hot():
-    onehot = datasets.read_onehot(os.path.join(small_cityscapes(), 'gtFine', *HAND_LABEL[:2],
+def test_labels_are_held_in_memory_as_one_byte_a_pixel_and_come_back_as_the_same_one_hot(small_cityscapes):
+    onehot = datasets.read_onehot(os.path.join(small_cityscapes, 'gtFine', *HAND_LABEL[:2],
                                                HAND_LABEL[2] + '_gtFine_labelIds.png'),
                                   datasets.label_format('cityscapes', 'all').to_onehot)
     ids = batches.class_ids(onehot)
@@ -212,8 +204,8 @@ def _train_args(root, *extra):
     return cli.parse_args(['train', '--data-dir', root, *extra])
 
 
-def test_auto_detection_splits_and_cityscapes_default_image_shape():
-    root = small_cityscapes()
+def test_auto_detection_splits_and_cityscapes_default_image_shape(small_cityscapes):
+    root = small_cityscapes
     args = _train_args(root, '--val-cities', 'ulm')
     assert splits.detect_dataset(args.data_dir, args.dataset) == 'cityscapes'
     with contextlib.redirect_stdout(io.StringIO()) as out:
@@ -230,18 +222,20 @@ def test_auto_detection_splits_and_cityscapes_default_image_shape():
     assert given.image_shape == (48, 96), '--image-shape wins over the dataset default'
 
 
-def test_default_val_cities_are_three_whole_train_cities():
-    root = write_cityscapes(os.path.join(scratch_dir('cities'), 'cityscapes'),
+def test_default_val_cities_are_three_whole_train_cities(tmp_path):
+    root = write_cityscapes(str(tmp_path / 'cityscapes'),
                             {'train': {'aachen': 1, 'bochum': 1, 'krefeld': 2, 'ulm': 1}, 'val': {'lindau': 1}},
                             shape=(16, 32))
     splits = cityscapes.run_splits(root)
     assert [cityscapes.city_of(image) for image, _ in splits.train] == ['aachen']
     assert [cityscapes.city_of(image) for image, _ in splits.val] == ['bochum', 'krefeld', 'krefeld', 'ulm']
     assert splits.overlay_split == 'val' and len(splits.overlays) == 1, 'no test split: overlays of val images'
-    expect_error(DatasetError, cityscapes.run_splits, root, ('ulm', 'atlantis'),
-                 contains=('--val-cities', 'atlantis', 'aachen, bochum, krefeld, ulm'))
-    expect_error(DatasetError, cityscapes.run_splits, root, ('aachen', 'bochum', 'krefeld', 'ulm'),
-                 contains=('every train city',))
+    with pytest.raises(DatasetError) as caught:
+        cityscapes.run_splits(root, ('ulm', 'atlantis'))
+    for text in ('--val-cities', 'atlantis', 'aachen, bochum, krefeld, ulm'):
+        assert text in str(caught.value), (text, str(caught.value))
+    with pytest.raises(DatasetError, match='every train city'):
+        cityscapes.run_splits(root, ('aachen', 'bochum', 'krefeld', 'ulm'))
 
 
 def test_overlays_are_a_few_images_of_every_city_spread_over_it():
@@ -254,10 +248,9 @@ def test_overlays_are_a_few_images_of_every_city_spread_over_it():
 
 # --------------------------------------------------------------------------- bad layouts, one line each
 
-def _train_error(root, *extra):
+def train_error(runs, vgg, root, *extra):
     """main.py train's one-line message for --data-dir root (the layout is read before anything is built)."""
-    runs = scratch_dir('bad-runs')
-    _, message = run_main(['train', '--data-dir', root, '--vgg-dir', small_vgg(), '--runs-dir', runs,
+    _, message = run_main(['train', '--data-dir', root, '--vgg-dir', vgg, '--runs-dir', runs,
                            '--image-shape', *map(str, NETWORK_SHAPE), '--epochs', '1', *(extra or VAL_CITY)])
     assert isinstance(message, str) and message.startswith('main.py train: '), message
     assert '\n' not in message, 'one line: %r' % message
@@ -265,15 +258,19 @@ def _train_error(root, *extra):
     return message
 
 
-def _broken(name, damage):
-    root = _copy_of_small_cityscapes(name)
-    damage(root)
-    return root
-
-
-def test_bad_layouts_are_named_in_one_line():
+def test_bad_layouts_are_named_in_one_line(small_cityscapes, small_vgg, new_folder):
     def path(root, *parts):
         return os.path.join(root, *parts)
+
+    def _broken(name, damage):
+        """A copy of small_cityscapes with `damage` done to it."""
+        root = os.path.join(new_folder(name), 'cityscapes')
+        shutil.copytree(small_cityscapes, root)
+        damage(root)
+        return root
+
+    def _train_error(root, *extra):
+        return train_error(new_folder('bad-runs'), small_vgg, root, *extra)
 
     missing = _broken('missing-label', lambda root: os.remove(
         path(root, 'gtFine', 'train', 'aachen', 'aachen_000001_000019_gtFine_labelIds.png')))
@@ -309,11 +306,11 @@ def test_bad_layouts_are_named_in_one_line():
         path(root, 'leftImg8bit', 'train', 'ulm_000000_000019_leftImg8bit.png')))
     assert 'is not in a city folder' in _train_error(outside)
 
-    assert 'pass its parent' in _train_error(path(small_cityscapes(), 'leftImg8bit'))
+    assert 'pass its parent' in _train_error(path(small_cityscapes, 'leftImg8bit'))
     no_gtfine = _broken('no-gtfine', lambda root: shutil.rmtree(path(root, 'gtFine')))
     message = _train_error(no_gtfine)
     assert 'has no gtFine/ folder' in message and 'gtFine_trainvaltest.zip' in message, message
-    assert 'atlantis is no train city' in _train_error(small_cityscapes(), '--val-cities', 'atlantis')
+    assert 'atlantis is no train city' in _train_error(small_cityscapes, '--val-cities', 'atlantis')
 
     train_ids = _broken('train-ids', lambda root: write_png(
         path(root, 'gtFine', 'val', 'munster', 'munster_000000_000019_gtFine_labelIds.png'),
@@ -345,11 +342,9 @@ def _refuse(constant):
 
 # --------------------------------------------------------------------------- training and evaluate
 
-@functools.lru_cache(maxsize=None)
-def trained_run(classes='all', epochs=2):
+def train_briefly(runs, data_dir, vgg, classes, epochs):
     """(run folder, main.py train's output) of a short run at 32x64 on the generated 64x128 data."""
-    runs = scratch_dir('cityscapes-runs')
-    out, exit_value = run_main(['train', '--data-dir', small_cityscapes(), '--vgg-dir', small_vgg(),
+    out, exit_value = run_main(['train', '--data-dir', data_dir, '--vgg-dir', vgg,
                                 '--runs-dir', runs, '--classes', classes, *VAL_CITY, '--epochs', str(epochs),
                                 '--image-shape', *map(str, NETWORK_SHAPE), '--batch-size', '2',
                                 '--learning-rate', '1e-3', '--keep-prob', '1', '--skip-scales', '1', '1',
@@ -359,16 +354,29 @@ def trained_run(classes='all', epochs=2):
     return os.path.join(runs, run), out
 
 
-def _evaluate_json(run, *extra):
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory, small_cityscapes, small_vgg):
+    """(run folder, output) of two epochs on all 19 classes."""
+    return train_briefly(str(tmp_path_factory.mktemp('cityscapes-runs')), small_cityscapes, small_vgg, 'all', 2)
+
+
+@pytest.fixture(scope='module')
+def trained_road_run(tmp_path_factory, small_cityscapes, small_vgg):
+    """(run folder, output) of one epoch on road and not road."""
+    return train_briefly(str(tmp_path_factory.mktemp('cityscapes-road-runs')), small_cityscapes, small_vgg, 'road',
+                         1)
+
+
+def _evaluate_json(run, data_dir, *extra):
     """(output lines, the JSON object of the last line) of main.py evaluate --json on the generated data."""
-    out, exit_value = run_main(['evaluate', '--model', run, '--data-dir', small_cityscapes(), '--json', *extra])
+    out, exit_value = run_main(['evaluate', '--model', run, '--data-dir', data_dir, '--json', *extra])
     assert exit_value is None, exit_value
     lines = out.strip().splitlines()
     return lines, json.loads(lines[-1], parse_constant=_refuse)
 
 
-def test_training_lowers_the_loss_and_writes_the_run_folder_kitti_runs_write():
-    run, out = trained_run()
+def test_training_lowers_the_loss_and_writes_the_run_folder_kitti_runs_write(trained_run, small_cityscapes):
+    run, out = trained_run
     assert 'Cityscapes: training on 4 train images, choosing the checkpoint on the 2 images of the held-out ' \
            'train cities ulm, reporting on the 4 val images' in out, out
     with open(os.path.join(run, 'metrics.csv')) as f:
@@ -384,7 +392,7 @@ def test_training_lowers_the_loss_and_writes_the_run_folder_kitti_runs_write():
     with open(os.path.join(run, 'run.json')) as f:
         config = json.load(f)
     assert config['dataset'] == 'cityscapes' and config['classes'] == 'all' and config['image_shape'] == [32, 64]
-    assert {_relative(image, small_cityscapes()).split('/')[1] for image, _ in config['test']} == {'val'}
+    assert {_relative(image, small_cityscapes).split('/')[1] for image, _ in config['test']} == {'val'}
     overlays = sorted(name for name in os.listdir(run) if name.endswith('.png'))
     assert overlays == ['%s_%06d_000019_leftImg8bit.png' % (city, seq) for city in ('berlin', 'bonn')
                         for seq in range(2)]
@@ -393,9 +401,9 @@ def test_training_lowers_the_loss_and_writes_the_run_folder_kitti_runs_write():
     assert 'mean class IoU' in out and 'on 4 Cityscapes val images' in out
 
 
-def test_evaluate_gives_per_class_iou_in_the_table_and_the_json():
-    run, _ = trained_run()
-    lines, report = _evaluate_json(run)
+def test_evaluate_gives_per_class_iou_in_the_table_and_the_json(trained_run, small_cityscapes):
+    run, _ = trained_run
+    lines, report = _evaluate_json(run, small_cityscapes)
     assert lines[0] == 'evaluate: Cityscapes val split (the test split\'s labels are not public), 4 images'
     assert lines[1].split()[:5] == ['set', 'images', 'IoU', 'MaxF', 'AP'], 'the road measures come first'
     class_lines = [line for line in lines if line.startswith('IoU ')]
@@ -409,16 +417,17 @@ def test_evaluate_gives_per_class_iou_in_the_table_and_the_json():
         line = next(line for line in class_lines if line.startswith('IoU %s ' % name))
         assert ('undefined' in line) == (iou is None), line
     assert 0 <= report['maxf'] <= 1 and 0 <= report['ap'] <= 1
-    _, message = run_main(['evaluate', '--model', run, '--data-dir', small_cityscapes(), '--split', 'test'])
+    _, message = run_main(['evaluate', '--model', run, '--data-dir', small_cityscapes, '--split', 'test'])
     assert message == 'main.py evaluate: Cityscapes\' test labels are not public: gtFine/test holds only dummy ' \
                       'labels; evaluate on --split val', message
 
 
-def test_a_road_model_is_chosen_by_maxf_and_evaluated_with_the_binary_road_measures():
-    run, out = trained_run('road', 1)
+def test_a_road_model_is_chosen_by_maxf_and_evaluated_with_the_binary_road_measures(trained_road_run,
+                                                                                    small_cityscapes):
+    run, out = trained_road_run
     with open(os.path.join(run, 'checkpoints', 'best', 'state.json')) as f:
         assert 'best_maxf' in json.load(f)
     assert 'best validation road MaxF' in out, out
-    lines, report = _evaluate_json(run)
+    lines, report = _evaluate_json(run, small_cityscapes)
     assert not any(line.startswith('IoU ') for line in lines) and 'class_iou' not in report
     assert 0 < report['maxf'] <= 1 and 0 < report['ap'] <= 1 and report['images'] == 4

@@ -7,38 +7,31 @@ import shutil
 import imageio.v3 as iio
 import numpy as np
 
-from tests.fixtures import (SMALL_SHAPE, child_environment, main_py, run_main, scratch_dir, small_dataset,
-                      small_trained_run, small_vgg, write_png)
-
-from roadseg.data import datasets  # noqa: E402
-import helper  # noqa: E402
-from roadseg.data import images  # noqa: E402
-from roadseg.serving import inference  # noqa: E402
-from roadseg import model  # noqa: E402
-from roadseg.training import run_folder  # noqa: E402
-from roadseg.process import graph_mode_tf  # noqa: E402
+import helper
+from roadseg import model
+from roadseg.data import datasets, images
+from roadseg.process import graph_mode_tf
+from roadseg.serving import inference
+from roadseg.training import run_folder
+from tests.helpers import SMALL_SHAPE, child_environment, main_py, run_main, write_png
 
 tf = graph_mode_tf()
 
 
-def _exported():
-    return inference.ExportedModel(small_trained_run())
-
-
 # --------------------------------------------------------------------------- the export
 
-def test_exported_model_matches_the_trained_graph_at_any_size():
-    run = run_folder.RunFolder(small_trained_run())
-    scenes = [images.read_rgb(p) for p in datasets.kitti_test_images(small_dataset())[:3]]
+def test_exported_model_matches_the_trained_graph_at_any_size(small_trained_run, small_dataset, small_vgg):
+    run = run_folder.RunFolder(small_trained_run)
+    scenes = [images.read_rgb(p) for p in datasets.kitti_test_images(small_dataset)[:3]]
     assert len({scene.shape for scene in scenes}) > 1, 'images of several sizes'
-    exported = _exported()
+    exported = inference.ExportedModel(small_trained_run)
     try:
         exported_probabilities = [exported([scene])[0] for scene in scenes]
         assert exported.info.image_shape == SMALL_SHAPE and exported.info.classes == 'road'
     finally:
         exported.close()
     with tf.Graph().as_default(), tf.Session() as sess:
-        fcn8 = model.build_fcn8(sess, small_vgg(), 2, skip_scales=(1, 1))
+        fcn8 = model.build_fcn8(sess, small_vgg, 2, skip_scales=(1, 1))
         tf.train.Saver(tf.global_variables()).restore(sess, run.checkpoint('best')[0])
         predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input, SMALL_SHAPE)
         for scene, probability in zip(scenes, exported_probabilities):
@@ -46,21 +39,21 @@ def test_exported_model_matches_the_trained_graph_at_any_size():
             assert np.abs(predict([scene])[0] - probability).max() < 0.02
 
 
-def test_evaluate_and_infer_refuse_what_is_not_a_trained_model_in_one_line():
-    data = os.path.dirname(small_dataset())
-    for model_dir, expected in ((small_vgg(), 'a VGG16 encoder is tagged "vgg16"'),
-                                (scratch_dir('empty-model'), 'no trained model at')):
+def test_evaluate_and_infer_refuse_what_is_not_a_trained_model_in_one_line(small_dataset, small_vgg, tmp_path):
+    data = os.path.dirname(small_dataset)
+    for model_dir, expected in ((small_vgg, 'a VGG16 encoder is tagged "vgg16"'),
+                                (str(tmp_path), 'no trained model at')):
         _, stop = run_main(['evaluate', '--model', model_dir, '--data-dir', data])
         assert expected in str(stop) and '\n' not in str(stop), stop
-        _, stop = run_main(['infer', '--model', model_dir, datasets.kitti_test_images(small_dataset())[0]])
+        _, stop = run_main(['infer', '--model', model_dir, datasets.kitti_test_images(small_dataset)[0]])
         assert expected in str(stop), stop
 
 
 # --------------------------------------------------------------------------- evaluate
 
-def _labels_from_predictions(folder, exported, flip_where=None):
+def _labels_from_predictions(folder, data_road, exported, flip_where=None):
     """A KITTI training folder whose labels are the model's own road masks (p > 0.5)."""
-    for i, (image_path, _) in enumerate(datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))[:6]):
+    for i, (image_path, _) in enumerate(datasets.kitti_road_pairs(os.path.join(data_road, 'training'))[:6]):
         image = images.read_rgb(image_path)
         road = exported([image])[0][..., 1] > 0.5
         label = np.zeros(image.shape, np.uint8)
@@ -73,27 +66,28 @@ def _labels_from_predictions(folder, exported, flip_where=None):
         write_png(os.path.join(folder, 'gt_image_2', name.replace('_', '_road_', 1)), label)
 
 
-def _kitti_folder_from_predictions(flip_where=None):
-    data_dir = scratch_dir('own-labels')
+def _kitti_folder_from_predictions(data_dir, run, data_road, flip_where=None):
     training = os.path.join(data_dir, 'data_road', 'training')
     os.makedirs(os.path.join(training, 'image_2'))
     os.makedirs(os.path.join(training, 'gt_image_2'))
-    exported = _exported()
+    exported = inference.ExportedModel(run)
     try:
-        _labels_from_predictions(training, exported, flip_where)
+        _labels_from_predictions(training, data_road, exported, flip_where)
     finally:
         exported.close()
     return data_dir
 
 
-def _evaluate_json(data_dir):
-    out, stop = run_main(['evaluate', '--model', small_trained_run(), '--data-dir', data_dir, '--json'])
+def _evaluate_json(run, data_dir):
+    out, stop = run_main(['evaluate', '--model', run, '--data-dir', data_dir, '--json'])
     assert stop is None, stop
     return out, json.loads(out.strip().splitlines()[-1])
 
 
-def test_evaluate_scores_a_model_against_its_own_masks_perfectly_and_leaves_dont_care_out():
-    out, figures = _evaluate_json(_kitti_folder_from_predictions())
+def test_evaluate_scores_a_model_against_its_own_masks_perfectly_and_leaves_dont_care_out(
+        small_trained_run, small_dataset, new_folder):
+    run = small_trained_run
+    out, figures = _evaluate_json(run, _kitti_folder_from_predictions(new_folder('own-labels'), run, small_dataset))
     assert figures['iou'] == 1.0 and figures['images'] == 6, figures
     assert 'MaxF' in out and 'um ' in out
     # The same labels with half of the road marked don't care where the model said road, and its
@@ -102,18 +96,19 @@ def test_evaluate_scores_a_model_against_its_own_masks_perfectly_and_leaves_dont
         region = np.zeros_like(road)
         region[:, : road.shape[1] // 2] = True
         return region
-    _, figures = _evaluate_json(_kitti_folder_from_predictions(half_dont_care))
+    _, figures = _evaluate_json(run, _kitti_folder_from_predictions(new_folder('own-labels'), run, small_dataset,
+                                                                    half_dont_care))
     assert figures['iou'] == 1.0, figures
 
 
-def test_evaluate_measures_what_an_independent_count_gives():
+def test_evaluate_measures_what_an_independent_count_gives(small_trained_run, small_dataset):
     """IoU at p > 0.5 counted here by hand from the export's probabilities and the label colours."""
-    data_dir = os.path.dirname(small_dataset())
-    _, figures = _evaluate_json(data_dir)
-    exported = _exported()
+    data_dir = os.path.dirname(small_dataset)
+    _, figures = _evaluate_json(small_trained_run, data_dir)
+    exported = inference.ExportedModel(small_trained_run)
     tp = fp = fn = 0
     try:
-        for image_path, label_path in datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training')):
+        for image_path, label_path in datasets.kitti_road_pairs(os.path.join(small_dataset, 'training')):
             predicted = exported([iio.imread(image_path)])[0][..., 1] > 0.5
             label = iio.imread(label_path)
             road, care = (label == (255, 0, 255)).all(axis=-1), label[..., 0] > 0
@@ -125,8 +120,8 @@ def test_evaluate_measures_what_an_independent_count_gives():
     assert abs(figures['iou'] - tp / (tp + fp + fn)) < 1e-9, (figures['iou'], tp / (tp + fp + fn))
 
 
-def test_evaluate_says_what_is_undefined_and_json_stays_json():
-    data_dir = scratch_dir('undefined')
+def test_evaluate_says_what_is_undefined_and_json_stays_json(small_trained_run, tmp_path):
+    data_dir = str(tmp_path)
     training = os.path.join(data_dir, 'data_road', 'training')
     for i, category in enumerate(['um', 'um', 'uu']):
         image = np.full((40, 60, 3), 90, np.uint8)
@@ -135,7 +130,7 @@ def test_evaluate_says_what_is_undefined_and_json_stays_json():
             label[:] = datasets.NOT_ROAD_COLOR  # labelled, but no road: MaxF and AP are undefined
         write_png(os.path.join(training, 'image_2', '%s_%06d.png' % (category, i)), image)
         write_png(os.path.join(training, 'gt_image_2', '%s_road_%06d.png' % (category, i)), label)
-    out, stop = run_main(['evaluate', '--model', small_trained_run(), '--data-dir', data_dir, '--json'])
+    out, stop = run_main(['evaluate', '--model', small_trained_run, '--data-dir', data_dir, '--json'])
     assert stop is None, (out, stop)
     assert "uu: every pixel is don't care" in out and 'no road pixel' in out, out
     figures = json.loads(out.strip().splitlines()[-1])  # strict JSON: NaN would not parse as null
@@ -143,14 +138,14 @@ def test_evaluate_says_what_is_undefined_and_json_stays_json():
     assert 'NaN' not in out.strip().splitlines()[-1]
     for name in glob.glob(os.path.join(training, 'gt_image_2', '*')):
         write_png(name, np.zeros((40, 60, 3), np.uint8))
-    _, stop = run_main(['evaluate', '--model', small_trained_run(), '--data-dir', data_dir])
+    _, stop = run_main(['evaluate', '--model', small_trained_run, '--data-dir', data_dir])
     assert stop is None or '\n' not in str(stop)
 
 
 # --------------------------------------------------------------------------- infer
 
-def _inputs():
-    folder = scratch_dir('infer-in')
+def _inputs(folder):
+    """Images to infer on, in `folder`: two PNGs, a JPEG and a file that is no image."""
     write_png(os.path.join(folder, 'a.png'), np.full((50, 70, 3), 90, np.uint8))
     write_png(os.path.join(folder, 'x.png'), np.full((66, 120, 3), 150, np.uint8))
     iio.imwrite(os.path.join(folder, 'x.jpg'), np.full((40, 60, 3), 200, np.uint8))
@@ -163,59 +158,60 @@ def _listing(folder):
     return {name: os.path.getmtime(os.path.join(folder, name)) for name in sorted(os.listdir(folder))}
 
 
-def test_infer_writes_overlays_and_masks_with_distinct_names_and_reports_bad_inputs():
-    inputs = _inputs()
-    out = os.path.join(scratch_dir('infer-out'), 'out')
-    text, stop = run_main(['infer', '--model', small_trained_run(), inputs, '--out', out, '--masks'])
+def test_infer_writes_overlays_and_masks_with_distinct_names_and_reports_bad_inputs(small_trained_run, new_folder):
+    inputs = _inputs(new_folder('infer-in'))
+    out = os.path.join(new_folder('infer-out'), 'out')
+    text, stop = run_main(['infer', '--model', small_trained_run, inputs, '--out', out, '--masks'])
     assert stop == 1 and '3 of 4 images written' in text and '1 unreadable' in text, (text, stop)
     assert sorted(os.listdir(out)) == ['a_overlay.png', 'a_road.png', 'x_jpg_overlay.png', 'x_jpg_road.png',
                                        'x_png_overlay.png', 'x_png_road.png']
     assert iio.imread(os.path.join(out, 'x_png_overlay.png')).shape == (66, 120, 3)
     assert iio.imread(os.path.join(out, 'x_jpg_road.png')).shape == (40, 60)
-    _, stop = run_main(['infer', '--model', small_trained_run(), os.path.join(inputs, 'nothing*.png')])
+    _, stop = run_main(['infer', '--model', small_trained_run, os.path.join(inputs, 'nothing*.png')])
     assert 'nothing to run on' in str(stop)
 
 
-def test_infer_never_replaces_inputs_or_earlier_outputs_unless_asked():
-    inputs = _inputs()
+def test_infer_never_replaces_inputs_or_earlier_outputs_unless_asked(small_trained_run, tmp_path):
+    inputs = _inputs(str(tmp_path))
     os.remove(os.path.join(inputs, 'broken.png'))
     before = _listing(inputs)
-    text, stop = run_main(['infer', '--model', small_trained_run(), inputs, '--out', inputs])
+    text, stop = run_main(['infer', '--model', small_trained_run, inputs, '--out', inputs])
     assert stop is None, stop
     after = _listing(inputs)
     assert all(after[name] == stamp for name, stamp in before.items()), 'the inputs are untouched'
     assert set(after) - set(before) == {'a_overlay.png', 'x_png_overlay.png', 'x_jpg_overlay.png'}
     again = _listing(inputs)
-    _, stop = run_main(['infer', '--model', small_trained_run(), os.path.join(inputs, 'a.png'), '--out', inputs])
+    _, stop = run_main(['infer', '--model', small_trained_run, os.path.join(inputs, 'a.png'), '--out', inputs])
     assert 'already exist' in str(stop) and '--overwrite' in str(stop), stop
     assert _listing(inputs) == again, 'a refused infer writes nothing'
-    text, stop = run_main(['infer', '--model', small_trained_run(), os.path.join(inputs, 'a.png'), '--out', inputs,
+    text, stop = run_main(['infer', '--model', small_trained_run, os.path.join(inputs, 'a.png'), '--out', inputs,
                            '--overwrite'])
     assert stop is None and '1 of 1 images written' in text
-    _, stop = run_main(['infer', '--model', small_trained_run(), os.path.join(inputs, 'a.png'), '--out',
-                        small_trained_run()])
+    _, stop = run_main(['infer', '--model', small_trained_run, os.path.join(inputs, 'a.png'), '--out',
+                        small_trained_run])
     assert 'is a run folder' in str(stop), stop
 
 
-def test_a_failed_infer_leaves_no_empty_run_folder():
-    cwd = scratch_dir('infer-cwd')
+def test_a_failed_infer_leaves_no_empty_run_folder(small_trained_run, tmp_path):
+    cwd = str(tmp_path)
     broken = os.path.join(cwd, 'broken.png')
     with open(broken, 'wb') as f:
         f.write(b'nope')
-    finished = main_py(['infer', '--model', small_trained_run(), broken], cwd=cwd)
+    finished = main_py(['infer', '--model', small_trained_run, broken], cwd=cwd)
     assert finished.returncode == 1 and 'Traceback' not in finished.stderr, finished.stderr[-2000:]
     assert os.listdir(cwd) == ['broken.png'], os.listdir(cwd)
 
 
-def test_infer_in_its_own_process_caches_kernels_and_predicts_as_without():
+def test_infer_in_its_own_process_caches_kernels_and_predicts_as_without(small_trained_run, small_dataset,
+                                                                         new_folder):
     # python main.py infer switches on oneDNN's kernel caching (TF reads it once per process): its masks must
     # equal those of an ExportedModel in this process, which trains too and so never caches.
-    inputs, out = scratch_dir('cached-in'), scratch_dir('cached-out')
-    shutil.copy(datasets.kitti_test_images(small_dataset())[0], os.path.join(inputs, 'scene.png'))
-    finished = main_py(['infer', '--model', small_trained_run(), inputs, '--out', out, '--masks'],
+    inputs, out = new_folder('cached-in'), new_folder('cached-out')
+    shutil.copy(datasets.kitti_test_images(small_dataset)[0], os.path.join(inputs, 'scene.png'))
+    finished = main_py(['infer', '--model', small_trained_run, inputs, '--out', out, '--masks'],
                        env=child_environment())
     assert finished.returncode == 0 and '1 of 1 images written' in finished.stdout, finished.stderr[-2000:]
-    exported = _exported()
+    exported = inference.ExportedModel(small_trained_run)
     try:
         road = exported([images.read_rgb(os.path.join(inputs, 'scene.png'))])[0][..., exported.road_class]
     finally:
@@ -232,13 +228,13 @@ def _write_test_images(data_dir, sizes):
         write_png(os.path.join(data_dir, 'data_road', 'testing', 'image_2', 'uu_%06d.png' % i), image)
 
 
-def test_save_inference_samples_writes_overlays_at_original_sizes():
-    data_dir = scratch_dir('samples')
+def test_save_inference_samples_writes_overlays_at_original_sizes(small_vgg, new_folder):
+    data_dir = new_folder('samples')
     sizes = [(70, 190), (72, 191), (70, 190), (75, 200), (64, 192)]
     _write_test_images(data_dir, sizes)
-    runs_dir = os.path.join(scratch_dir('runs'), 'runs')
+    runs_dir = os.path.join(new_folder('runs'), 'runs')
     with tf.Graph().as_default(), tf.Session() as sess:
-        fcn8 = model.build_fcn8(sess, small_vgg(), 2)
+        fcn8 = model.build_fcn8(sess, small_vgg, 2)
         output_dir = helper.save_inference_samples(runs_dir, data_dir, sess, SMALL_SHAPE, fcn8.logits,
                                                    fcn8.keep_prob, fcn8.image_input)
     assert os.path.dirname(output_dir) == runs_dir
@@ -252,11 +248,11 @@ def test_save_inference_samples_writes_overlays_at_original_sizes():
         assert (overlay[changed][:, 1] >= original[changed][:, 1]).all(), 'only green is added'
 
 
-def test_gen_test_output_builds_the_softmax_once():
-    data_dir = scratch_dir('once')
+def test_gen_test_output_builds_the_softmax_once(small_vgg, tmp_path):
+    data_dir = str(tmp_path)
     _write_test_images(data_dir, [(64, 192)] * 3 + [(66, 190)] * 2)
     with tf.Graph().as_default(), tf.Session() as sess:
-        fcn8 = model.build_fcn8(sess, small_vgg(), 2)
+        fcn8 = model.build_fcn8(sess, small_vgg, 2)
         before = len(sess.graph.get_operations())
         outputs = list(helper.gen_test_output(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
                                               os.path.join(data_dir, 'data_road', 'testing'), SMALL_SHAPE,

@@ -1,21 +1,17 @@
 """The model: the VGG contract and its errors, the VGG builder, build_fcn8 and the training options."""
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 
-from tests.fixtures import SMALL_SHAPE, SMALL_WIDTH, expect_error, scratch_dir, small_dataset, small_vgg
-
-from roadseg.data import batches  # noqa: E402
-from roadseg.data import datasets  # noqa: E402
-from roadseg import errors  # noqa: E402
-import main  # noqa: E402
-from roadseg import model  # noqa: E402
-from roadseg.training import fit  # noqa: E402
-from roadseg import vgg_builder  # noqa: E402
-from roadseg.process import graph_mode_tf  # noqa: E402
-from roadseg import config  # noqa: E402
+import main
+from roadseg import config, errors, model, vgg_builder
+from roadseg.data import batches, datasets
+from roadseg.process import graph_mode_tf
+from roadseg.training import fit
+from tests.helpers import SMALL_SHAPE, SMALL_WIDTH, run_main
 
 tf = graph_mode_tf()
 
@@ -35,14 +31,19 @@ def _write_savedmodel(export_dir, tag, tensor_names):
 
 def _load_vgg_error(vgg_path, *contains):
     with tf.Graph().as_default(), tf.Session() as sess:
-        message = expect_error(errors.VGGModelError, main.load_vgg, sess, vgg_path, contains=contains)
+        with pytest.raises(errors.VGGModelError) as caught:
+            main.load_vgg(sess, vgg_path)
+    message = str(caught.value)
+    for text in contains:
+        assert text in message, (text, message)
     assert '\n' not in message, 'one line'
     return message
 
 
-def _damaged_copy(name, damage):
-    copy = os.path.join(scratch_dir(name), 'vgg')
-    shutil.copytree(small_vgg(), copy)
+def _damaged_copy(folder, vgg, damage):
+    """A copy of the VGG SavedModel `vgg` in `folder`, with `damage` done to it."""
+    copy = os.path.join(folder, 'vgg')
+    shutil.copytree(vgg, copy)
     damage(copy)
     return copy
 
@@ -52,27 +53,30 @@ def _truncate(path, size):
         f.truncate(size)
 
 
-def test_load_vgg_says_in_one_line_what_is_wrong_with_a_bad_model():
-    folder = scratch_dir('badvgg')
+def test_load_vgg_says_in_one_line_what_is_wrong_with_a_bad_model(new_folder, small_vgg):
+    folder = new_folder('badvgg')
     _load_vgg_error(os.path.join(folder, 'absent'), 'absent', 'no SavedModel', '--vgg-dir')
     _load_vgg_error(_write_savedmodel(os.path.join(folder, 'wrong_tag'), 'serve', ['layer3_out']),
                     "no graph tagged 'vgg16'")
     _load_vgg_error(_write_savedmodel(os.path.join(folder, 'partial'), 'vgg16', ['layer3_out', 'layer4_out']),
                     'keep_prob:0', 'layer7_out:0', 'image_input')
     data = os.path.join('variables', 'variables.data-00000-of-00001')
-    _load_vgg_error(_damaged_copy('corrupt-pb', lambda vgg: _truncate(os.path.join(vgg, 'saved_model.pb'), 100)),
+    _load_vgg_error(_damaged_copy(new_folder('corrupt-pb'), small_vgg,
+                                  lambda vgg: _truncate(os.path.join(vgg, 'saved_model.pb'), 100)),
                     'saved_model.pb is damaged')
-    _load_vgg_error(_damaged_copy('no-variables', lambda vgg: shutil.rmtree(os.path.join(vgg, 'variables'))),
+    _load_vgg_error(_damaged_copy(new_folder('no-variables'), small_vgg,
+                                  lambda vgg: shutil.rmtree(os.path.join(vgg, 'variables'))),
                     'variables are missing or damaged')
-    _load_vgg_error(_damaged_copy('truncated', lambda vgg: _truncate(os.path.join(vgg, data), 1000)),
+    _load_vgg_error(_damaged_copy(new_folder('truncated'), small_vgg,
+                                  lambda vgg: _truncate(os.path.join(vgg, data), 1000)),
                     'variables are missing or damaged')
 
 
-def test_main_py_reports_a_damaged_vgg_in_one_line():
-    vgg = _damaged_copy('cli-corrupt', lambda vgg: _truncate(os.path.join(vgg, 'saved_model.pb'), 100))
-    runs = scratch_dir('cli-corrupt-runs')
-    from tests.fixtures import run_main, train_args
-    argv = train_args(runs, 1)
+def test_main_py_reports_a_damaged_vgg_in_one_line(new_folder, small_vgg, quick_train_args):
+    vgg = _damaged_copy(new_folder('cli-corrupt'), small_vgg,
+                        lambda vgg: _truncate(os.path.join(vgg, 'saved_model.pb'), 100))
+    runs = new_folder('cli-corrupt-runs')
+    argv = quick_train_args(runs, 1)
     argv[argv.index('--vgg-dir') + 1] = vgg
     _, message = run_main(argv)
     assert message.startswith('main.py train: ') and 'saved_model.pb is damaged' in message, message
@@ -92,12 +96,14 @@ def test_random_vgg16_has_the_vgg16_structure_at_any_width():
     assert all(np.array_equal(weights[n][0], again[n][0]) for n in weights), 'same seed, same weights'
     fan_in = 3 * 3 * 64
     assert abs(weights['block3_conv3'][0].std() - np.sqrt(2 / fan_in)) < 0.01
-    expect_error(ValueError, vgg_builder.vgg16_kernel_shapes, 0, contains=('width',))
+    with pytest.raises(ValueError, match='width'):
+        vgg_builder.vgg16_kernel_shapes(0)
 
 
-def test_write_vgg16_savedmodel_refuses_to_overwrite():
-    target = small_vgg()
-    expect_error(FileExistsError, vgg_builder.write_random_vgg16, target, SMALL_WIDTH, contains=(target,))
+def test_write_vgg16_savedmodel_refuses_to_overwrite(small_vgg):
+    target = small_vgg
+    with pytest.raises(FileExistsError, match=re.escape(target)):
+        vgg_builder.write_random_vgg16(target, SMALL_WIDTH)
     leftovers = [name for name in os.listdir(os.path.dirname(target)) if name != 'vgg']
     assert leftovers == [], leftovers
 
@@ -109,33 +115,33 @@ def _vgg_weights(sess):
             vgg_builder.vgg16_kernel_shapes() and 'Adam' not in v.op.name}
 
 
-def test_build_fcn8_keeps_the_pretrained_vgg_weights_bit_for_bit():
+def test_build_fcn8_keeps_the_pretrained_vgg_weights_bit_for_bit(small_vgg):
     with tf.Graph().as_default(), tf.Session() as sess:
-        model.load_vgg(sess, small_vgg())
+        model.load_vgg(sess, small_vgg)
         loaded = _vgg_weights(sess)
     with tf.Graph().as_default(), tf.Session() as sess:
-        model.build_fcn8(sess, small_vgg(), 2)
+        model.build_fcn8(sess, small_vgg, 2)
         built = _vgg_weights(sess)
     assert len(loaded) == 30 and loaded.keys() == built.keys()
     assert all(np.array_equal(loaded[name], built[name]) for name in loaded), 'the VGG weights were re-initialised'
 
 
-def _one_training_step(sess, fcn8):
-    pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+def _one_training_step(sess, fcn8, data_road):
+    pairs = datasets.kitti_road_pairs(os.path.join(data_road, 'training'))
     images, labels = next(batches.TrainingBatches(pairs[:2], SMALL_SHAPE)(2))
     _, loss = sess.run([fcn8.train_op, fcn8.loss], {fcn8.image_input: images, fcn8.correct_label: labels,
                                                     fcn8.learning_rate: 1e-3})
     return loss
 
 
-def test_freeze_encoder_trains_only_the_decoder_fc6_and_fc7_included():
+def test_freeze_encoder_trains_only_the_decoder_fc6_and_fc7_included(small_vgg, small_dataset):
     with tf.Graph().as_default(), tf.Session() as sess:
-        fcn8 = model.build_fcn8(sess, small_vgg(), 2, freeze_encoder=True)
+        fcn8 = model.build_fcn8(sess, small_vgg, 2, freeze_encoder=True)
         encoder = [v for v in tf.trainable_variables() if v.op.name.split('/')[0] in vgg_builder.vgg16_kernel_shapes()]
         decoder = [v for v in tf.trainable_variables() if v.name.startswith('fcn8')]
         assert {v.op.name.split('/')[0] for v in encoder} >= {'fc6', 'fc7', 'block1_conv1'}
         before = sess.run(encoder + decoder)
-        assert np.isfinite(_one_training_step(sess, fcn8))
+        assert np.isfinite(_one_training_step(sess, fcn8, small_dataset))
         after = sess.run(encoder + decoder)
         adam_slots = [v.op.name for v in tf.global_variables() if 'Adam' in v.op.name]
     assert all(np.array_equal(a, b) for a, b in zip(before[:len(encoder)], after[:len(encoder)]))
@@ -143,9 +149,9 @@ def test_freeze_encoder_trains_only_the_decoder_fc6_and_fc7_included():
     assert adam_slots and not [name for name in adam_slots if not name.startswith('fcn8')], 'no Adam state for VGG'
 
 
-def _partition_graph_facts(sess, fcn8):
+def _partition_graph_facts(sess, fcn8, data_road):
     """(op types, dtypes) of the graph TensorFlow actually ran for one training step, after its rewrites."""
-    pairs = datasets.kitti_road_pairs(os.path.join(small_dataset(), 'training'))
+    pairs = datasets.kitti_road_pairs(os.path.join(data_road, 'training'))
     images, labels = next(batches.TrainingBatches(pairs[:1], SMALL_SHAPE)(1))
     metadata = tf.RunMetadata()
     sess.run(fcn8.train_op, {fcn8.image_input: images, fcn8.correct_label: labels, fcn8.learning_rate: 1e-3},
@@ -159,16 +165,16 @@ def _cpu_flags():
         return next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
 
 
-def test_mixed_precision_computes_in_bfloat16_on_this_cpu_with_float32_weights():
+def test_mixed_precision_computes_in_bfloat16_on_this_cpu_with_float32_weights(small_vgg, small_dataset):
     if 'avx512f' not in _cpu_flags():
         pytest.skip("this CPU has no AVX-512, which oneDNN's bfloat16 needs: TensorFlow keeps the graph in float32")
     with tf.Graph().as_default(), tf.Session(config=fit.session_config(mixed_precision=True)) as sess:
-        fcn8 = model.build_fcn8(sess, small_vgg(), 2, mixed_precision=True)
-        _, dtypes = _partition_graph_facts(sess, fcn8)
+        fcn8 = model.build_fcn8(sess, small_vgg, 2, mixed_precision=True)
+        _, dtypes = _partition_graph_facts(sess, fcn8, small_dataset)
         variables = [v for v in tf.global_variables() if v.name.startswith(('fcn8', 'block1'))]
         assert variables and all(v.dtype.base_dtype == tf.float32 for v in variables), 'float32 master weights'
     with tf.Graph().as_default(), tf.Session(config=fit.session_config()) as sess:
-        _, plain_dtypes = _partition_graph_facts(sess, model.build_fcn8(sess, small_vgg(), 2))
+        _, plain_dtypes = _partition_graph_facts(sess, model.build_fcn8(sess, small_vgg, 2), small_dataset)
     assert tf.bfloat16.as_datatype_enum in dtypes and tf.bfloat16.as_datatype_enum not in plain_dtypes
 
 

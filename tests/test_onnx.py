@@ -2,37 +2,33 @@
 SavedModel loader and by saved_model_cli) and the ONNX model (onnx_export.py, onnx_model.py): conversion,
 the check against TensorFlow and its refusals, and infer with onnxruntime where TensorFlow does not import.
 """
-import functools
 import os
 import re
 import shutil
 import subprocess
-import unittest
 
 import imageio.v3 as iio
 import numpy as np
 import onnx
+import pytest
 
-from tests import fixtures
-
-from roadseg import config  # noqa: E402
-from roadseg.serving import inference  # noqa: E402
-from roadseg.serving import onnx_export  # noqa: E402
-from roadseg.serving import onnx_model  # noqa: E402
-from roadseg.data import roadgen  # noqa: E402
-from roadseg.errors import ModelError  # noqa: E402
-from roadseg.process import graph_mode_tf  # noqa: E402
+from roadseg import config
+from roadseg.data import roadgen
+from roadseg.errors import ModelError
+from roadseg.process import graph_mode_tf
+from roadseg.serving import inference, onnx_export, onnx_model
+from tests.helpers import SMALL_SHAPE, main_py, run_main, write_png
 
 tf = graph_mode_tf()
 
 SIGNATURE_TIMEOUT = 120
 
 
-@functools.lru_cache(maxsize=None)
-def exported_onnx():
+@pytest.fixture(scope='module')
+def exported_onnx(tmp_path_factory, small_trained_run):
     """(path, stdout) of python main.py export of the small trained run."""
-    path = os.path.join(fixtures.scratch_dir('onnx'), 'model.onnx')
-    stdout, exit_value = fixtures.run_main(['export', '--model', fixtures.small_trained_run(), '--onnx', path])
+    path = str(tmp_path_factory.mktemp('onnx') / 'model.onnx')
+    stdout, exit_value = run_main(['export', '--model', small_trained_run, '--onnx', path])
     assert exit_value is None, (stdout, exit_value)
     return path, stdout
 
@@ -45,8 +41,8 @@ def _dims(tensor_info):
     return [dim.size for dim in tensor_info.tensor_shape.dim]
 
 
-def test_export_has_a_serving_signature_that_the_loader_reads():
-    export_dir = os.path.join(fixtures.small_trained_run(), inference.EXPORT_FOLDER)
+def test_export_has_a_serving_signature_that_the_loader_reads(small_trained_run):
+    export_dir = os.path.join(small_trained_run, inference.EXPORT_FOLDER)
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
         meta_graph = tf.saved_model.loader.load(sess, [inference.SERVE_TAG], export_dir)
         signature = meta_graph.signature_def[inference.SIGNATURE]
@@ -55,7 +51,7 @@ def test_export_has_a_serving_signature_that_the_loader_reads():
         image, road, classes = signature.inputs['image'], signature.outputs['road_probability'], \
             signature.outputs['probabilities']
         info = config.ModelInfo.from_json(sess.run(inference.MODEL_INFO).decode())
-        assert info.classes == 'road' and info.num_classes == 2 and info.image_shape == fixtures.SMALL_SHAPE, info
+        assert info.classes == 'road' and info.num_classes == 2 and info.image_shape == SMALL_SHAPE, info
         assert (image.dtype, road.dtype, classes.dtype) == (tf.uint8.as_datatype_enum,) + \
             (tf.float32.as_datatype_enum,) * 2
         assert _dims(image) == [-1, -1, -1, 3] and _dims(road) == [-1, -1, -1]
@@ -68,13 +64,13 @@ def test_export_has_a_serving_signature_that_the_loader_reads():
     assert np.array_equal(road_probability, probabilities[..., info.road_class])
 
 
-def test_saved_model_cli_runs_the_serving_signature():
+def test_saved_model_cli_runs_the_serving_signature(small_trained_run, tmp_path):
     cli = shutil.which('saved_model_cli')
     if cli is None:
-        raise unittest.SkipTest('saved_model_cli (installed with TensorFlow) is not on PATH')
-    run = fixtures.small_trained_run()
+        pytest.skip('saved_model_cli (installed with TensorFlow) is not on PATH')
+    run = small_trained_run
     picture = _test_image((32, 48))
-    out = fixtures.scratch_dir('saved-model-cli')
+    out = str(tmp_path)
     finished = subprocess.run(
         [cli, 'run', '--dir', os.path.join(run, inference.EXPORT_FOLDER), '--tag_set', inference.SERVE_TAG,
          '--signature_def', inference.SIGNATURE, '--input_exprs', 'image=%r' % picture[None].tolist(),
@@ -90,8 +86,8 @@ def test_saved_model_cli_runs_the_serving_signature():
                        atol=1e-6)
 
 
-def test_onnx_export_matches_tensorflow_and_says_by_how_much():
-    path, stdout = exported_onnx()
+def test_onnx_export_matches_tensorflow_and_says_by_how_much(exported_onnx, small_trained_run):
+    path, stdout = exported_onnx
     largest = float(re.search(r'largest difference (\S+)', stdout).group(1))
     assert 0 <= largest <= onnx_export.MAX_DIFFERENCE, stdout
     agree, pixels = map(int, re.search(r'masks agree on (\d+) of (\d+) pixels', stdout).groups())
@@ -99,7 +95,7 @@ def test_onnx_export_matches_tensorflow_and_says_by_how_much():
     assert 'on 3 test/validation images of the run' in stdout, stdout
     model = onnx.load(path)
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    exported = inference.ExportedModel(fixtures.small_trained_run())
+    exported = inference.ExportedModel(small_trained_run)
     exported.close()
     assert config.ModelInfo.from_json(metadata[onnx_model.MODEL_INFO_KEY]) == exported.info
     (image,), outputs = model.graph.input, {output.name: output for output in model.graph.output}
@@ -108,24 +104,24 @@ def test_onnx_export_matches_tensorflow_and_says_by_how_much():
     assert set(outputs) == {'probabilities', 'road_probability'}
 
 
-def test_infer_runs_an_onnx_model_where_tensorflow_cannot_be_imported():
-    path, _ = exported_onnx()
-    run = fixtures.small_trained_run()
-    folder = fixtures.scratch_dir('no-tensorflow')
+def test_infer_runs_an_onnx_model_where_tensorflow_cannot_be_imported(exported_onnx, small_trained_run, tmp_path):
+    path, _ = exported_onnx
+    run = small_trained_run
+    folder = str(tmp_path)
     blocked = os.path.join(folder, 'blocked', 'tensorflow')
     os.makedirs(blocked)
     with open(os.path.join(blocked, '__init__.py'), 'w') as f:
         f.write("raise ImportError('TensorFlow is blocked in this test')\n")
     environment = dict(os.environ, PYTHONPATH=os.path.dirname(blocked))
-    picture = fixtures.write_png(os.path.join(folder, 'street.png'), _test_image((75, 250)))
+    picture = write_png(os.path.join(folder, 'street.png'), _test_image((75, 250)))
     by_onnx, by_savedmodel = os.path.join(folder, 'onnx'), os.path.join(folder, 'savedmodel')
-    finished = fixtures.main_py(['infer', '--model', path, picture, '--out', by_onnx, '--masks'], env=environment)
+    finished = main_py(['infer', '--model', path, picture, '--out', by_onnx, '--masks'], env=environment)
     assert finished.returncode == 0, finished.stderr[-3000:]
     # The block works: the same command with the SavedModel cannot run there, and says so in one line.
-    refused = fixtures.main_py(['infer', '--model', run, picture, '--out', by_savedmodel], env=environment)
+    refused = main_py(['infer', '--model', run, picture, '--out', by_savedmodel], env=environment)
     assert refused.returncode == 1 and 'TensorFlow does not import here' in refused.stderr, refused.stderr[-3000:]
     assert 'Traceback' not in refused.stderr
-    stdout, exit_value = fixtures.run_main(['infer', '--model', run, picture, '--out', by_savedmodel, '--masks'])
+    stdout, exit_value = run_main(['infer', '--model', run, picture, '--out', by_savedmodel, '--masks'])
     assert exit_value is None, stdout
     for name in ('street_overlay.png', 'street_road.png'):
         difference = np.abs(iio.imread(os.path.join(by_onnx, name)).astype(int)
@@ -133,28 +129,27 @@ def test_infer_runs_an_onnx_model_where_tensorflow_cannot_be_imported():
         assert difference.max() <= 1, (name, difference.max())
 
 
-def test_export_refuses_a_conversion_onnxruntime_cannot_run_and_writes_nothing():
+def test_export_refuses_a_conversion_onnxruntime_cannot_run_and_writes_nothing(small_trained_run, tmp_path):
     # tf2onnx converts the model at opset 9 but cannot express VGG's RGB->BGR flip (ReverseV2) in it.
-    folder = fixtures.scratch_dir('opset-9')
+    folder = str(tmp_path)
     target = os.path.join(folder, 'model.onnx')
-    stdout, exit_value = fixtures.run_main(['export', '--model', fixtures.small_trained_run(), '--onnx', target,
-                                            '--opset', '9'])
+    stdout, exit_value = run_main(['export', '--model', small_trained_run, '--onnx', target, '--opset', '9'])
     assert 'onnxruntime cannot run' in str(exit_value) and 'ReverseV2' in str(exit_value), (stdout, exit_value)
     assert '\n' not in str(exit_value)
     assert os.listdir(folder) == []  # neither the model nor a staging file
 
 
-def test_export_refuses_an_onnx_model_whose_outputs_differ():
+def test_export_refuses_an_onnx_model_whose_outputs_differ(exported_onnx, small_trained_run, tmp_path):
     # A real mismatch: the converted model with every weight 1% off, checked as export checks a conversion.
-    path, _ = exported_onnx()
+    path, _ = exported_onnx
     model = onnx.load(path)
     for initializer in model.graph.initializer:
         if initializer.data_type == onnx.TensorProto.FLOAT and np.prod(initializer.dims) > 1:
             weights = onnx.numpy_helper.to_array(initializer)
             initializer.CopyFrom(onnx.numpy_helper.from_array(weights * np.float32(1.01), initializer.name))
-    off = os.path.join(fixtures.scratch_dir('off'), 'off.onnx')
+    off = str(tmp_path / 'off.onnx')
     onnx.save_model(model, off)
-    run = fixtures.small_trained_run()
+    run = small_trained_run
     export_dir = os.path.join(run, inference.EXPORT_FOLDER)
     exported = inference.ExportedModel(run)
     try:
@@ -187,31 +182,31 @@ def test_a_flipped_mask_pixel_is_refused_within_the_difference_limit_unless_it_i
     assert onnx_export.refusal(2 * onnx_export.MAX_DIFFERENCE, 0, []) is not None
 
 
-def test_onnx_files_that_are_not_ours_are_refused_in_one_line():
-    folder = fixtures.scratch_dir('not-ours')
-    picture = fixtures.write_png(os.path.join(folder, 'street.png'), _test_image())
+def test_onnx_files_that_are_not_ours_are_refused_in_one_line(exported_onnx, tmp_path):
+    folder = str(tmp_path / 'not-ours')
+    picture = write_png(os.path.join(folder, 'street.png'), _test_image())
     garbage = os.path.join(folder, 'garbage.onnx')
     with open(garbage, 'wb') as f:
         f.write(b'not a protobuf at all')
-    model = onnx.load(exported_onnx()[0])
+    model = onnx.load(exported_onnx[0])
     del model.metadata_props[:]
     foreign = os.path.join(folder, 'foreign.onnx')
     onnx.save_model(model, foreign)
     for path, expected in ((garbage, 'is not an ONNX model onnxruntime'), (foreign, 'not one made by python main.py '
                                                                                    'export'),
                            (os.path.join(folder, 'missing.onnx'), 'no ONNX model at')):
-        fixtures.expect_error(ModelError, onnx_model.OnnxModel, path, contains=[expected])
-        stdout, exit_value = fixtures.run_main(['infer', '--model', path, picture, '--out', folder + '-out'])
+        with pytest.raises(ModelError, match=re.escape(expected)):
+            onnx_model.OnnxModel(path)
+        stdout, exit_value = run_main(['infer', '--model', path, picture, '--out', folder + '-out'])
         assert str(exit_value).startswith('main.py infer: ') and expected in str(exit_value), exit_value
         assert '\n' not in str(exit_value)
 
 
-def test_export_does_not_replace_an_existing_file_unasked():
-    folder = fixtures.scratch_dir('export-exists')
-    target = os.path.join(folder, 'model.onnx')
+def test_export_does_not_replace_an_existing_file_unasked(small_trained_run, tmp_path):
+    target = str(tmp_path / 'model.onnx')
     with open(target, 'w') as f:
         f.write('a file the user keeps')
-    stdout, exit_value = fixtures.run_main(['export', '--model', fixtures.small_trained_run(), '--onnx', target])
+    stdout, exit_value = run_main(['export', '--model', small_trained_run, '--onnx', target])
     assert '--overwrite' in str(exit_value), exit_value
     with open(target) as f:
         assert f.read() == 'a file the user keeps'

@@ -2,31 +2,30 @@
 import json
 import os
 import re
+import subprocess
 import sys
-import unittest
 
-from tests.fixtures import (ROOT, child_environment, expect_error, main_py, run_main, scratch_dir, small_dataset,
-                      small_trained_run, train_args)
+import pytest
 
-from roadseg.data import datasets  # noqa: E402
-from roadseg import errors  # noqa: E402
-import main  # noqa: E402
-from roadseg import cli  # noqa: E402
-from roadseg import process  # noqa: E402
-from roadseg.process import graph_mode_tf  # noqa: E402
+import main
+from roadseg import cli, errors, process
+from roadseg.data import datasets
+from roadseg.process import graph_mode_tf
+from tests.helpers import child_environment, main_py, project_importable, run_main
 
 tf = graph_mode_tf()
 
 TENSORFLOW_LINE = re.compile(r'^[IWEF]\d{4} |All log messages before absl|cuda drivers|cuInit', re.MULTILINE)
 
 
-def test_a_normal_run_prints_only_the_projects_lines_and_verbose_shows_tensorflows():
-    scene = datasets.kitti_test_images(small_dataset())[0]
-    finished = main_py(['infer', '--model', small_trained_run(), scene, '--out', scratch_dir('quiet-out')])
+def test_a_normal_run_prints_only_the_projects_lines_and_verbose_shows_tensorflows(small_dataset, small_trained_run,
+                                                                                   quick_train_args, new_folder):
+    scene = datasets.kitti_test_images(small_dataset)[0]
+    finished = main_py(['infer', '--model', small_trained_run, scene, '--out', new_folder('quiet-out')])
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert not TENSORFLOW_LINE.search(finished.stderr + finished.stdout), finished.stderr[-3000:]
     assert 'infer: 1 of 1 images written' in finished.stdout
-    verbose = main_py(train_args(scratch_dir('verbose-runs'), 1, '--xla', '--verbose'))
+    verbose = main_py(quick_train_args(new_folder('verbose-runs'), 1, '--xla', '--verbose'))
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert TENSORFLOW_LINE.search(verbose.stderr), 'TensorFlow\'s own lines with --verbose'
     assert 'device: ' in verbose.stdout and 'train: done' in verbose.stdout
@@ -51,7 +50,7 @@ def test_the_device_line_names_the_cpu_when_there_is_no_gpu():
     line = process.describe_device(tf)
     gpus = tf.config.list_physical_devices('GPU') if hasattr(tf, 'config') else []
     if gpus:
-        raise unittest.SkipTest('this machine has a GPU: the no-GPU line cannot be checked')
+        pytest.skip('this machine has a GPU: the no-GPU line cannot be checked')
     assert line.startswith('device: no GPU') and 'slow' in line and tf.__version__ in line
 
 
@@ -63,7 +62,6 @@ def test_the_session_takes_gpu_memory_as_it_needs_it():
 MALLOC_PHASES_SCRIPT = """
 import ctypes, ctypes.util, json, sys
 import numpy as np
-sys.path.insert(0, sys.argv[1])
 from roadseg import process
 from roadseg.training import loop
 from roadseg.process import graph_mode_tf
@@ -96,26 +94,25 @@ print(json.dumps([tuned, mmapped_before, big_block_is_mmapped()]))
 
 
 def test_malloc_tuning_keeps_big_blocks_in_the_heap_after_the_first_training_step():
-    import subprocess
-    finished = subprocess.run([sys.executable, '-c', MALLOC_PHASES_SCRIPT, ROOT], capture_output=True, text=True,
-                              timeout=120, env=child_environment())
+    # The script imports roadseg: the child finds the project through PYTHONPATH.
+    finished = subprocess.run([sys.executable, '-c', MALLOC_PHASES_SCRIPT], capture_output=True, text=True,
+                              timeout=120, env=project_importable(child_environment()))
     assert finished.returncode == 0, finished.stderr[-2000:]
     tuned, mmapped_before, mmapped_after = json.loads(finished.stdout.strip().splitlines()[-1])
     if not tuned:
-        raise unittest.SkipTest('not glibc: tune_malloc does nothing here')
+        pytest.skip('not glibc: tune_malloc does nothing here')
     # Phase 1 leaves big blocks to mmap (TensorFlow's pools grow there); train_nn's first step ends that.
     assert mmapped_before and not mmapped_after
 
 
-def test_training_refuses_a_process_that_assumes_frozen_weights():
-    os.environ[process.FROZEN_WEIGHTS_SWITCH] = '1'
-    try:
-        expect_error(errors.ProcessSettingError, main.train_nn, None, 1, 1, None, None, None, None, None, None, None,
-                     contains=(process.FROZEN_WEIGHTS_SWITCH, 'Unset it'))
-    finally:
-        del os.environ[process.FROZEN_WEIGHTS_SWITCH]
+def test_training_refuses_a_process_that_assumes_frozen_weights(monkeypatch, tmp_path):
+    with monkeypatch.context() as patched:
+        patched.setenv(process.FROZEN_WEIGHTS_SWITCH, '1')
+        with pytest.raises(errors.ProcessSettingError) as caught:
+            main.train_nn(None, 1, 1, None, None, None, None, None, None, None)
+    assert process.FROZEN_WEIGHTS_SWITCH in str(caught.value) and 'Unset it' in str(caught.value), str(caught.value)
     # As a program: main.py stops before writing anything, with the reason. The child gets this folder.
-    data_dir = scratch_dir('frozen-demo')
+    data_dir = str(tmp_path)
     finished = main_py(['demo', '--data-dir', data_dir, '--runs-dir', os.path.join(data_dir, 'runs')],
                        env=child_environment(**{process.FROZEN_WEIGHTS_SWITCH: 'true'}))
     assert finished.returncode != 0 and process.FROZEN_WEIGHTS_SWITCH in finished.stderr, \

@@ -5,19 +5,17 @@ held-out figures come from the documented commands in README, not from here.
 """
 import json
 import os
+import re
 import types
 
 import numpy as np
+import pytest
 
-from tests.fixtures import camvid_folder, expect_error, only_run, run_main, scratch_dir, small_vgg
-
-from roadseg.data import batches  # noqa: E402
-from roadseg import config  # noqa: E402
-from roadseg.data import datasets  # noqa: E402
-from roadseg import errors  # noqa: E402
-from roadseg.process import graph_mode_tf  # noqa: E402
-from roadseg import cli  # noqa: E402
-from roadseg.training import loop, schedules  # noqa: E402
+from roadseg import cli, config, errors
+from roadseg.data import batches, datasets
+from roadseg.process import graph_mode_tf
+from roadseg.training import loop, schedules
+from tests.helpers import only_run, run_main, write_camvid
 
 tf = graph_mode_tf()
 
@@ -140,21 +138,22 @@ def test_the_late_adam_epsilon_reaches_the_training_steps_of_the_late_phase():
 
 # --------------------------------------------------------------------------- flags and run.json
 
-def _camvid_folder():
-    root = scratch_dir('camvid-layout')
+def _camvid_folder(root):
+    """The CamVid layout's folders, empty, in `root`."""
     for split in ('train', 'trainannot', 'val', 'valannot'):
         os.makedirs(os.path.join(root, split))
     return root
 
 
-def test_the_camvid_demo_has_its_own_defaults_and_explicit_flags_win():
-    camvid = cli.parse_args(['demo', '--data-dir', _camvid_folder()])
+def test_the_camvid_demo_has_its_own_defaults_and_explicit_flags_win(new_folder):
+    camvid = cli.parse_args(['demo', '--data-dir', _camvid_folder(new_folder('camvid-layout'))])
     for name, value in config.CAMVID_DEMO_RECIPE.items():
         assert getattr(camvid, name) == (tuple(value) if isinstance(value, list) else value), name
     generated = cli.parse_args(['demo'])
     assert generated.epochs == config.GENERATED_DEMO_RECIPE['epochs'] != camvid.epochs
     assert generated.lr_schedule == config.GENERATED_DEMO_RECIPE['lr_schedule']
-    given = cli.parse_args(['demo', '--data-dir', _camvid_folder(), '--epochs', '2', '--no-augment'])
+    given = cli.parse_args(['demo', '--data-dir', _camvid_folder(new_folder('camvid-layout')), '--epochs', '2',
+                            '--no-augment'])
     assert given.epochs == 2 and not given.augment and given.lr_schedule == camvid.lr_schedule
 
 
@@ -167,7 +166,8 @@ def test_recipe_flags_out_of_range_are_refused_in_one_line():
                         (['--late-adam-epsilon', '-1'], '--late-adam-epsilon'),
                         (['--late-adam-epsilon', 'nan'], '--late-adam-epsilon'),
                         (['--warmup-epochs', '-1'], '--warmup-epochs')):
-        expect_error(errors.UserError, cli.parse_args, ['train'] + flags, contains=[text])
+        with pytest.raises(errors.UserError, match=re.escape(text)):
+            cli.parse_args(['train'] + flags)
 
 
 def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settings():
@@ -184,9 +184,9 @@ def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settin
 
 # --------------------------------------------------------------------------- the CamVid demo, end to end
 
-def _camvid_demo(root):
+def _camvid_demo(root, vgg):
     runs_dir = os.path.join(root, 'runs')
-    out, exit_value = run_main(['demo', '--data-dir', root, '--vgg-dir', small_vgg(), '--runs-dir', runs_dir,
+    out, exit_value = run_main(['demo', '--data-dir', root, '--vgg-dir', vgg, '--runs-dir', runs_dir,
                                 '--epochs', '1', '--image-shape', '32', '48', '--batch-size', '2'])
     assert exit_value is None, exit_value
     run = only_run(runs_dir)
@@ -198,8 +198,8 @@ def _camvid_demo(root):
     return out.strip().splitlines(), run, overlays
 
 
-def test_the_camvid_demo_holds_a_drive_out_and_ends_with_test_or_says_it_had_only_validation():
-    lines, run, overlays = _camvid_demo(camvid_folder(with_test=True))
+def test_the_camvid_demo_holds_a_drive_out_and_ends_with_test_or_says_it_had_only_validation(new_folder, small_vgg):
+    lines, run, overlays = _camvid_demo(write_camvid(new_folder('camvid'), with_test=True), small_vgg)
     assert lines[-1].startswith('demo: test road IoU ') and lines[-1].endswith('on 2 test images, overlays in %s'
                                                                                % run), lines[-1]
     with open(os.path.join(run, 'test_metrics.json')) as f:
@@ -207,7 +207,7 @@ def test_the_camvid_demo_holds_a_drive_out_and_ends_with_test_or_says_it_had_onl
     assert overlays == ['Seq05VD_000000.png', 'Seq05VD_000001.png']
     assert any(line.startswith('Saved 2 overlays of the test images') for line in lines)
 
-    lines, run, overlays = _camvid_demo(camvid_folder())
+    lines, run, overlays = _camvid_demo(write_camvid(new_folder('camvid')), small_vgg)
     assert lines[-1].startswith('demo: no test/ split in ') and 'validation road IoU' in lines[-1], lines[-1]
     assert 'on 2 images of drive 0006R0' in lines[-1] and not os.path.exists(os.path.join(run, 'test_metrics.json'))
     assert overlays == ['0006R0_000000.png', '0006R0_000001.png']

@@ -1,19 +1,13 @@
-"""Tests of road_metrics against hand-computed KITTI road metrics.
-
-Plain functions with asserts, runnable by pytest or a minimal runner.
-"""
+"""Tests of road_metrics against hand-computed KITTI road metrics."""
 import math
 import os
-import sys
-import unittest
 
 import numpy as np
+import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from roadseg.evaluation import road_metrics  # noqa: E402
-from roadseg.data.datasets import kitti_category  # noqa: E402
-from roadseg.evaluation.road_metrics import RESULT_KEYS, THRESHOLDS, RoadMetrics, format_table  # noqa: E402
+from roadseg.data.datasets import kitti_category
+from roadseg.evaluation import road_metrics
+from roadseg.evaluation.road_metrics import RESULT_KEYS, THRESHOLDS, RoadMetrics, format_table
 
 # ../shared beside the checkout, wherever the checkout is.
 KITTI_LABEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared',
@@ -45,14 +39,6 @@ def _evaluate(prob, road, valid=None):
 
 def _close(actual, expected):
     return math.isclose(actual, expected, rel_tol=0.0, abs_tol=1e-12)
-
-
-def _raises_value_error(function, *args):
-    try:
-        function(*args)
-    except ValueError:
-        return True
-    return False
 
 
 def _random_image(rng, height, width):
@@ -257,7 +243,8 @@ def test_format_table():
 def test_bad_input_raises_value_error():
     prob, road = np.full((3, 4), 0.5), np.eye(3, 4, dtype=bool)
     metrics = RoadMetrics()
-    assert _raises_value_error(metrics.result)  # nothing accumulated yet
+    with pytest.raises(ValueError):
+        metrics.result()  # nothing accumulated yet
     bad_calls = [
         (prob, road[:2]),                      # road shape mismatch
         (prob, road, np.ones((4, 3), bool)),   # valid shape mismatch
@@ -269,15 +256,18 @@ def test_bad_input_raises_value_error():
         (np.where(road, np.inf, prob), road),  # inf
     ]
     for args in bad_calls:
-        assert _raises_value_error(metrics.update, *args), args
-    assert _raises_value_error(metrics.result)  # failed updates added nothing
+        with pytest.raises(ValueError):
+            metrics.update(*args)
+    with pytest.raises(ValueError):
+        metrics.result()  # failed updates added nothing
     metrics.update(prob, road, np.zeros((3, 4), bool))
-    assert _raises_value_error(metrics.result)  # only don't-care pixels
+    with pytest.raises(ValueError):
+        metrics.result()  # only don't-care pixels
 
 
 def test_real_kitti_label_as_perfect_prediction():
     if not os.path.exists(KITTI_LABEL):
-        raise unittest.SkipTest('KITTI sample label not found: ' + KITTI_LABEL)
+        pytest.skip('KITTI sample label not found: ' + KITTI_LABEL)
     import imageio.v3 as iio
     label = iio.imread(KITTI_LABEL)
     # RGB: road (255, 0, 255), not road (255, 0, 0), don't care: red 0.

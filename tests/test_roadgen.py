@@ -1,20 +1,12 @@
-"""Tests of the synthetic KITTI Road generator (roadgen.py).
-
-Plain `test_*` functions using only assert, tempfile and real files, so they
-run under pytest and under the project's own runner alike.
-"""
-import contextlib
-import io
+"""Tests of the synthetic KITTI Road generator (roadgen.py), on real files in pytest's temporary folders."""
 import os
-import sys
-import tempfile
+import re
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from roadseg.data import roadgen  # noqa: E402
-from roadseg.data import datasets  # noqa: E402
+from roadseg.data import datasets, roadgen
 
 KITTI_COLORS = {datasets.ROAD_COLOR, datasets.NOT_ROAD_COLOR, datasets.DONT_CARE_COLOR}
 SMALL_SHAPE = (48, 160)
@@ -35,38 +27,30 @@ def _scenes(count, seed=1, image_shape=roadgen.DEFAULT_IMAGE_SHAPE):
         yield (category,) + roadgen.render_scene(np.random.default_rng([seed, index]), image_shape, category)
 
 
-def _raises(error_type, function, *args, **kwargs):
-    try:
-        function(*args, **kwargs)
-    except error_type as error:
-        return str(error)
-    raise AssertionError('%s(%r, %r) did not raise %s' % (function.__name__, args, kwargs, error_type.__name__))
-
-
-def test_files_have_kitti_names_shapes_and_labels():
-    with tempfile.TemporaryDirectory() as root:
-        shape = (96, 621)  # wide enough that the four KITTI test sizes stay distinct
-        data_road = roadgen.generate_dataset(root, n_train=7, n_test=5, image_shape=shape)
-        assert data_road == os.path.join(root, 'data_road')
-        training, testing = os.path.join(data_road, 'training'), os.path.join(data_road, 'testing')
-        assert _files(data_road) == ['testing', 'training']
-        assert _files(testing) == ['image_2']
-        images = _files(os.path.join(training, 'image_2'))
-        assert images == ['um_000000.png', 'um_000001.png', 'um_000002.png', 'umm_000000.png', 'umm_000001.png',
-                          'uu_000000.png', 'uu_000001.png']
-        assert _files(os.path.join(training, 'gt_image_2')) == [name.replace('_', '_road_') for name in images]
-        for name in images:
-            image = iio.imread(os.path.join(training, 'image_2', name))
-            label = iio.imread(os.path.join(training, 'gt_image_2', name.replace('_', '_road_')))
-            assert image.shape == label.shape == shape + (3,) and image.dtype == label.dtype == np.uint8
-        tests = _files(os.path.join(testing, 'image_2'))
-        assert tests == ['um_000000.png', 'um_000001.png', 'umm_000000.png', 'umm_000001.png', 'uu_000000.png']
-        # Written in index order um0, umm0, uu0, um1, umm1: sizes cycle over the KITTI test sizes.
-        in_index_order = ['um_000000.png', 'umm_000000.png', 'uu_000000.png', 'um_000001.png', 'umm_000001.png']
-        sizes = [iio.imread(os.path.join(testing, 'image_2', name)).shape[:2] for name in in_index_order]
-        expected = roadgen.kitti_test_shapes(shape)
-        assert sizes == [expected[i % 4] for i in range(5)]
-        assert len(set(sizes)) == 4
+def test_files_have_kitti_names_shapes_and_labels(tmp_path):
+    root = str(tmp_path)
+    shape = (96, 621)  # wide enough that the four KITTI test sizes stay distinct
+    data_road = roadgen.generate_dataset(root, n_train=7, n_test=5, image_shape=shape)
+    assert data_road == os.path.join(root, 'data_road')
+    training, testing = os.path.join(data_road, 'training'), os.path.join(data_road, 'testing')
+    assert _files(data_road) == ['testing', 'training']
+    assert _files(testing) == ['image_2']
+    images = _files(os.path.join(training, 'image_2'))
+    assert images == ['um_000000.png', 'um_000001.png', 'um_000002.png', 'umm_000000.png', 'umm_000001.png',
+                      'uu_000000.png', 'uu_000001.png']
+    assert _files(os.path.join(training, 'gt_image_2')) == [name.replace('_', '_road_') for name in images]
+    for name in images:
+        image = iio.imread(os.path.join(training, 'image_2', name))
+        label = iio.imread(os.path.join(training, 'gt_image_2', name.replace('_', '_road_')))
+        assert image.shape == label.shape == shape + (3,) and image.dtype == label.dtype == np.uint8
+    tests = _files(os.path.join(testing, 'image_2'))
+    assert tests == ['um_000000.png', 'um_000001.png', 'umm_000000.png', 'umm_000001.png', 'uu_000000.png']
+    # Written in index order um0, umm0, uu0, um1, umm1: sizes cycle over the KITTI test sizes.
+    in_index_order = ['um_000000.png', 'umm_000000.png', 'uu_000000.png', 'um_000001.png', 'umm_000001.png']
+    sizes = [iio.imread(os.path.join(testing, 'image_2', name)).shape[:2] for name in in_index_order]
+    expected = roadgen.kitti_test_shapes(shape)
+    assert sizes == [expected[i % 4] for i in range(5)]
+    assert len(set(sizes)) == 4
 
 
 def test_kitti_test_shapes_follow_kitti_ratios():
@@ -133,30 +117,29 @@ def _dataset_bytes(root, seed):
     return contents
 
 
-def test_same_seed_gives_identical_files_and_other_seed_differs():
-    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b, tempfile.TemporaryDirectory() as c:
-        first, again, other = _dataset_bytes(a, seed=3), _dataset_bytes(b, seed=3), _dataset_bytes(c, seed=4)
-        assert len(first) == 4 + 4 + 2
-        assert first == again
-        assert first.keys() == other.keys()
-        images = [name for name in first if os.path.basename(os.path.dirname(name)) == 'image_2']
-        assert len(images) == 4 + 2 and all(first[name] != other[name] for name in images)
+def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path):
+    a, b, c = (str(tmp_path / name) for name in 'abc')
+    first, again, other = _dataset_bytes(a, seed=3), _dataset_bytes(b, seed=3), _dataset_bytes(c, seed=4)
+    assert len(first) == 4 + 4 + 2
+    assert first == again
+    assert first.keys() == other.keys()
+    images = [name for name in first if os.path.basename(os.path.dirname(name)) == 'image_2']
+    assert len(images) == 4 + 2 and all(first[name] != other[name] for name in images)
 
 
-def test_generate_is_atomic_and_ensure_reuses():
-    with tempfile.TemporaryDirectory() as root:
-        data_road = roadgen.ensure_dataset(root, n_train=3, n_test=1, image_shape=SMALL_SHAPE)
-        assert _files(root) == ['data_road']  # no temporary directory left behind
-        label = os.path.join(data_road, 'training', 'gt_image_2', 'um_road_000000.png')
-        stamps = os.stat(data_road).st_mtime_ns, os.stat(label).st_mtime_ns
-        message = _raises(FileExistsError, roadgen.generate_dataset, root, n_train=3, n_test=1,
-                          image_shape=SMALL_SHAPE)
-        assert data_road in message
-        assert roadgen.ensure_dataset(root, n_train=3, n_test=1, image_shape=SMALL_SHAPE) == data_road
-        assert (os.stat(data_road).st_mtime_ns, os.stat(label).st_mtime_ns) == stamps
+def test_generate_is_atomic_and_ensure_reuses(tmp_path):
+    root = str(tmp_path)
+    data_road = roadgen.ensure_dataset(root, n_train=3, n_test=1, image_shape=SMALL_SHAPE)
+    assert _files(root) == ['data_road']  # no temporary directory left behind
+    label = os.path.join(data_road, 'training', 'gt_image_2', 'um_road_000000.png')
+    stamps = os.stat(data_road).st_mtime_ns, os.stat(label).st_mtime_ns
+    with pytest.raises(FileExistsError, match=re.escape(data_road)):
+        roadgen.generate_dataset(root, n_train=3, n_test=1, image_shape=SMALL_SHAPE)
+    assert roadgen.ensure_dataset(root, n_train=3, n_test=1, image_shape=SMALL_SHAPE) == data_road
+    assert (os.stat(data_road).st_mtime_ns, os.stat(label).st_mtime_ns) == stamps
 
 
-def test_interrupted_generation_leaves_nothing():
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     real_imwrite, written = roadgen.iio.imwrite, []
 
     def failing_imwrite(path, image, **kwargs):
@@ -165,37 +148,40 @@ def test_interrupted_generation_leaves_nothing():
         written.append(path)
         return real_imwrite(path, image, **kwargs)
 
-    with tempfile.TemporaryDirectory() as root:
-        roadgen.iio.imwrite = failing_imwrite
-        try:
-            _raises(KeyboardInterrupt, roadgen.generate_dataset, root, n_train=6, n_test=1, image_shape=SMALL_SHAPE)
-        finally:
-            roadgen.iio.imwrite = real_imwrite
-        assert len(written) == 3
-        assert _files(root) == []
+    root = str(tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(roadgen.iio, 'imwrite', failing_imwrite)
+        with pytest.raises(KeyboardInterrupt):
+            roadgen.generate_dataset(root, n_train=6, n_test=1, image_shape=SMALL_SHAPE)
+    assert len(written) == 3
+    assert _files(root) == []
 
 
-def test_bad_arguments_raise_value_error():
-    with tempfile.TemporaryDirectory() as root:
-        assert 'n_train' in _raises(ValueError, roadgen.generate_dataset, root, n_train=0)
-        assert 'n_test' in _raises(ValueError, roadgen.generate_dataset, root, n_test=-1)
-        assert '32' in _raises(ValueError, roadgen.generate_dataset, root, image_shape=(31, 200))
-        assert '32' in _raises(ValueError, roadgen.generate_dataset, root, image_shape=(100, 16))
-        assert _files(root) == []
+def test_bad_arguments_raise_value_error(tmp_path):
+    root = str(tmp_path)
+    with pytest.raises(ValueError, match='n_train'):
+        roadgen.generate_dataset(root, n_train=0)
+    with pytest.raises(ValueError, match='n_test'):
+        roadgen.generate_dataset(root, n_test=-1)
+    with pytest.raises(ValueError, match='32'):
+        roadgen.generate_dataset(root, image_shape=(31, 200))
+    with pytest.raises(ValueError, match='32'):
+        roadgen.generate_dataset(root, image_shape=(100, 16))
+    assert _files(root) == []
     rng = np.random.default_rng(0)
-    assert 'category' in _raises(ValueError, roadgen.render_scene, rng, SMALL_SHAPE, 'highway')
-    assert '32' in _raises(ValueError, roadgen.render_scene, rng, (20, 20), 'um')
+    with pytest.raises(ValueError, match='category'):
+        roadgen.render_scene(rng, SMALL_SHAPE, 'highway')
+    with pytest.raises(ValueError, match='32'):
+        roadgen.render_scene(rng, (20, 20), 'um')
 
 
-def test_command_line_writes_dataset_and_prints_summary():
-    with tempfile.TemporaryDirectory() as root:
-        output = io.StringIO()
-        with contextlib.redirect_stdout(output):
-            roadgen.main([root, '--train', '3', '--test', '2', '--height', '40', '--width', '120', '--seed', '5'])
-        summary = output.getvalue().strip()
-        assert '\n' not in summary and '3 training + 2 test images' in summary and '40x120' in summary
-        image = iio.imread(os.path.join(root, 'data_road', 'training', 'image_2', 'uu_000000.png'))
-        assert image.shape == (40, 120, 3)
-        with contextlib.redirect_stderr(io.StringIO()) as errors:
-            _raises(SystemExit, roadgen.main, [root, '--train', '3'])
-        assert 'already exists' in errors.getvalue()
+def test_command_line_writes_dataset_and_prints_summary(tmp_path, capsys):
+    root = str(tmp_path)
+    roadgen.main([root, '--train', '3', '--test', '2', '--height', '40', '--width', '120', '--seed', '5'])
+    summary = capsys.readouterr().out.strip()
+    assert '\n' not in summary and '3 training + 2 test images' in summary and '40x120' in summary
+    image = iio.imread(os.path.join(root, 'data_road', 'training', 'image_2', 'uu_000000.png'))
+    assert image.shape == (40, 120, 3)
+    with pytest.raises(SystemExit):
+        roadgen.main([root, '--train', '3'])
+    assert 'already exists' in capsys.readouterr().err

@@ -8,25 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-import unittest
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 
-from tests.fixtures import (CHILD_TIMEOUT, ROOT, child_environment, expect_error, only_run, run_main, scratch_dir, small_dataset, small_trained_run, small_vgg, train_args, write_png)
-
-from roadseg import atomic  # noqa: E402
-from roadseg.data import batches  # noqa: E402
-from roadseg.data import datasets  # noqa: E402
-from roadseg.data import splits  # noqa: E402
-from roadseg.data import images  # noqa: E402
-from roadseg import model  # noqa: E402
-from roadseg.data import roadgen  # noqa: E402
-from roadseg.training import run_folder  # noqa: E402
-from roadseg.training import fit  # noqa: E402
-from roadseg.process import graph_mode_tf  # noqa: E402
-from roadseg import config  # noqa: E402
-from roadseg.training import loop, schedules  # noqa: E402
+from roadseg import atomic, config, model
+from roadseg.data import batches, datasets, images, roadgen, splits
+from roadseg.process import graph_mode_tf
+from roadseg.training import fit, loop, run_folder, schedules
+from tests.helpers import CHILD_TIMEOUT, ROOT, child_environment, only_run, run_main, write_png
 
 tf = graph_mode_tf()
 
@@ -49,11 +40,11 @@ def metrics_rows(run_path):
     return [(int(row['epoch']), row['train_loss']) for row in run_folder.RunFolder(run_path).read_metrics()]
 
 
-@__import__('functools').lru_cache(maxsize=None)
-def uninterrupted_run(epochs=4):
-    """The reference for exact resumes: the quick run trained for `epochs` epochs in one go."""
-    runs = scratch_dir('reference')
-    _, stop = run_main(train_args(runs, epochs))
+@pytest.fixture(scope='module')
+def uninterrupted_run(tmp_path_factory, quick_train_args):
+    """The reference for exact resumes: the quick run trained for 4 epochs in one go."""
+    runs = str(tmp_path_factory.mktemp('reference'))
+    _, stop = run_main(quick_train_args(runs, 4))
     assert stop is None, stop
     return only_run(runs)
 
@@ -74,9 +65,9 @@ def _iou(predictions, onehots):
     return tp / (tp + fp + fn)
 
 
-def test_demo_splits_three_ways_and_reports_test_iou_above_trivial_baselines():
+def test_demo_splits_three_ways_and_reports_test_iou_above_trivial_baselines(new_folder):
     # The demo generates its 520 scenes when data/demo has none; a smaller set placed there is used as it is.
-    data_dir, runs_dir = scratch_dir('demo-data'), scratch_dir('demo-runs')
+    data_dir, runs_dir = new_folder('demo-data'), new_folder('demo-runs')
     roadgen.generate_dataset(os.path.join(data_dir, 'demo'), n_train=156, n_test=4, image_shape=(94, 310))
     out, stop = run_main(['demo', '--data-dir', data_dir, '--runs-dir', runs_dir, '--epochs', '8',
                           '--image-shape', '64', '224', '--learning-rate', '1e-3'])
@@ -101,12 +92,12 @@ def test_demo_splits_three_ways_and_reports_test_iou_above_trivial_baselines():
 
 # --------------------------------------------------------------------------- one model per run folder
 
-def test_the_run_is_its_best_checkpoint_export_overlays_and_test_measures_alike():
+def test_the_run_is_its_best_checkpoint_export_overlays_and_test_measures_alike(quick_train_args, new_folder):
     """A run whose best checkpoint (epoch 1) differs from its last (epoch 2): `finish` makes everything of best."""
-    runs = scratch_dir('best-not-last')
-    _, stop = run_main(train_args(runs, 1))
+    runs = new_folder('best-not-last')
+    _, stop = run_main(quick_train_args(runs, 1))
     run = run_folder.RunFolder(only_run(runs))
-    kept = os.path.join(scratch_dir('epoch1'), 'best')
+    kept = os.path.join(new_folder('epoch1'), 'best')
     shutil.copytree(run.checkpoint_dir('last'), kept)
     _, stop = run_main(['train', '--resume', run.path, '--epochs', '2'])
     assert stop is None, stop
@@ -122,7 +113,7 @@ def test_the_run_is_its_best_checkpoint_export_overlays_and_test_measures_alike(
     assert not all(np.array_equal(exported[name], last[name]) for name in exported if name in last)
     # The overlays are the export's: python main.py infer on the same images gives the same pictures.
     config = run.read_config()
-    infer_out = os.path.join(scratch_dir('infer-same'), 'out')
+    infer_out = os.path.join(new_folder('infer-same'), 'out')
     _, stop = run_main(['infer', '--model', run.path, *config.test_images, '--out', infer_out])
     assert stop is None, stop
     for path in config.test_images:
@@ -133,10 +124,11 @@ def test_the_run_is_its_best_checkpoint_export_overlays_and_test_measures_alike(
 
 # --------------------------------------------------------------------------- resuming
 
-def test_resume_restores_weights_and_adam_state_exactly_and_honours_epochs_in_any_spelling():
-    reference = uninterrupted_run(4)
-    runs = scratch_dir('resumed')
-    run_main(train_args(runs, 1))
+def test_resume_restores_weights_and_adam_state_exactly_and_honours_epochs_in_any_spelling(
+        quick_train_args, uninterrupted_run, tmp_path):
+    reference = uninterrupted_run
+    runs = str(tmp_path)
+    run_main(quick_train_args(runs, 1))
     run = only_run(runs)
     out, stop = run_main(['train', '--resume', run, '--epochs=3'])
     assert stop is None and 'Resuming %s after epoch 1 of 3' % run in out, (out, stop)
@@ -151,9 +143,10 @@ def test_resume_restores_weights_and_adam_state_exactly_and_honours_epochs_in_an
     assert run_folder.RunFolder(run).read_config().epochs == 4, 'a refused resume changes nothing'
 
 
-def test_resume_applies_and_records_changed_settings_and_refuses_fixed_ones():
-    runs = scratch_dir('resume-flags')
-    run_main(train_args(runs, 1))
+def test_resume_applies_and_records_changed_settings_and_refuses_fixed_ones(
+        quick_train_args, uninterrupted_run, tmp_path):
+    runs = str(tmp_path)
+    run_main(quick_train_args(runs, 1))
     run = only_run(runs)
     _, stop = run_main(['train', '--resume', run, '--image-shape', '32', '96'])
     assert '--image-shape cannot change on --resume' in stop, stop
@@ -162,14 +155,14 @@ def test_resume_applies_and_records_changed_settings_and_refuses_fixed_ones():
     config = run_folder.RunFolder(run).read_config()
     assert (config.learning_rate, config.batch_size, config.epochs) == (1e-9, 2, 2)
     # At a learning rate of 1e-9 the second epoch barely moves the weights: the rate reached training.
-    reference = uninterrupted_run(4)
+    reference = uninterrupted_run
     first_epoch_loss = metrics_rows(reference)[0][1]
     assert metrics_rows(run)[0][1] == first_epoch_loss
     assert abs(float(metrics_rows(run)[1][1]) - float(metrics_rows(reference)[1][1])) > 1e-4
 
 
-def test_a_second_process_cannot_resume_a_run_that_is_training():
-    run = run_folder.RunFolder(small_trained_run())
+def test_a_second_process_cannot_resume_a_run_that_is_training(small_trained_run):
+    run = run_folder.RunFolder(small_trained_run)
     with run.owned():
         _, stop = run_main(['train', '--resume', run.path, '--epochs', '3'])
         assert 'is being trained by another process' in stop, stop
@@ -178,9 +171,9 @@ def test_a_second_process_cannot_resume_a_run_that_is_training():
     assert run.checkpoint('last')[1]['epoch'] == 2
 
 
-def test_a_read_never_changes_a_run_folder():
+def test_a_read_never_changes_a_run_folder(tmp_path):
     """Between save_checkpoint's two renames only the retired copy exists: readers use it where it is."""
-    run = run_folder.RunFolder(scratch_dir('between-renames'))
+    run = run_folder.RunFolder(str(tmp_path))
     with tf.Graph().as_default(), tf.Session() as sess:
         weight = tf.Variable(7.0, name='weight')
         sess.run(weight.initializer)
@@ -192,9 +185,9 @@ def test_a_read_never_changes_a_run_folder():
     assert sorted(os.listdir(os.path.join(run.path, 'checkpoints'))) == before
 
 
-def test_damaged_run_json_or_checkpoint_state_end_in_one_line():
-    runs = scratch_dir('damaged')
-    run_main(train_args(runs, 1))
+def test_damaged_run_json_or_checkpoint_state_end_in_one_line(quick_train_args, new_folder):
+    runs = new_folder('damaged')
+    run_main(quick_train_args(runs, 1))
     run = only_run(runs)
     state = os.path.join(run, 'checkpoints', 'last', run_folder.STATE_FILE)
     with open(state, 'w') as f:
@@ -205,14 +198,14 @@ def test_damaged_run_json_or_checkpoint_state_end_in_one_line():
         f.write('{"dataset": "kitti", "cla')
     _, stop = run_main(['train', '--resume', run])
     assert 'run.json is damaged' in stop and '\n' not in stop, stop
-    _, stop = run_main(['train', '--resume', scratch_dir('not-a-run')])
+    _, stop = run_main(['train', '--resume', new_folder('not-a-run')])
     assert 'is not a run folder' in stop, stop
 
 
 # --------------------------------------------------------------------------- kills, Ctrl-C, full disks
 
-def _start_training(runs, epochs):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py')] + train_args(runs, epochs),
+def _start_training(argv):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py')] + argv,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment())
 
 
@@ -244,52 +237,55 @@ def _resume_to(run, epochs):
     assert stop is None, stop
 
 
-def _weights_of_run(runs_dir, epochs, *flags):
-    """The trained weights (Adam's slots and counters left out) of a fresh quick run."""
-    _, stop = run_main(train_args(runs_dir, epochs, *flags))
+def _weights_of_run(argv):
+    """The trained weights (Adam's slots and counters left out) of a fresh quick run: main.py train argv."""
+    _, stop = run_main(argv)
     assert stop is None, stop
-    values = last_values(only_run(runs_dir))
+    values = last_values(only_run(argv[argv.index('--runs-dir') + 1]))
     return {name: value for name, value in values.items() if name.endswith(('kernel', 'bias'))}
 
 
-def test_a_huge_late_adam_epsilon_holds_the_weights_from_the_late_phase_on():
+def test_a_huge_late_adam_epsilon_holds_the_weights_from_the_late_phase_on(quick_train_args, new_folder):
     # Two epochs, no warm-up: the late phase is epoch 2. At epsilon 1e6 its steps are about a millionth of
     # Adam's usual, so the weights stay those of the one-epoch run (which is the same run up to there).
-    one_epoch = _weights_of_run(scratch_dir('late-epsilon-1'), 1)
-    held = _weights_of_run(scratch_dir('late-epsilon-2'), 2, '--late-adam-epsilon', '1e6')
-    trained_on = _weights_of_run(scratch_dir('late-epsilon-off'), 2)
+    one_epoch = _weights_of_run(quick_train_args(new_folder('late-epsilon-1'), 1))
+    held = _weights_of_run(quick_train_args(new_folder('late-epsilon-2'), 2, '--late-adam-epsilon', '1e6'))
+    trained_on = _weights_of_run(quick_train_args(new_folder('late-epsilon-off'), 2))
     assert one_epoch and held.keys() == one_epoch.keys() == trained_on.keys()
     assert max(np.abs(held[name] - one_epoch[name]).max() for name in one_epoch) < 1e-6
     assert max(np.abs(trained_on[name] - one_epoch[name]).max() for name in one_epoch) > 1e-4
 
 
-def test_a_run_killed_at_any_moment_resumes_to_exactly_the_uninterrupted_run():
-    runs = scratch_dir('kill')
-    process = _start_training(runs, 40)
+def test_a_run_killed_at_any_moment_resumes_to_exactly_the_uninterrupted_run(
+        quick_train_args, uninterrupted_run, tmp_path):
+    runs = str(tmp_path)
+    process = _start_training(quick_train_args(runs, 40))
     run = _wait_for_checkpoint(runs, process, 1)
     _stop(process, signal.SIGKILL)  # wherever it lands: mid-step, mid-validation, mid-save
     _resume_to(run, 4)
-    assert same_values(last_values(run), last_values(uninterrupted_run(4)))
-    assert metrics_rows(run) == metrics_rows(uninterrupted_run(4)), 'every epoch has its row'
+    assert same_values(last_values(run), last_values(uninterrupted_run))
+    assert metrics_rows(run) == metrics_rows(uninterrupted_run), 'every epoch has its row'
     leftovers = [name for name in os.listdir(os.path.join(run, 'checkpoints')) if name.startswith('.')]
     assert not leftovers and not glob.glob(os.path.join(run, atomic.STAGING_PREFIX + '*')), leftovers
 
 
-def test_ctrl_c_says_where_the_run_stands_in_one_line_and_its_resume_is_exact():
-    runs = scratch_dir('sigint')
-    process = _start_training(runs, 40)
+def test_ctrl_c_says_where_the_run_stands_in_one_line_and_its_resume_is_exact(
+        quick_train_args, uninterrupted_run, tmp_path):
+    runs = str(tmp_path)
+    process = _start_training(quick_train_args(runs, 40))
     run = _wait_for_checkpoint(runs, process, 1)
     _, stderr = _stop(process, signal.SIGINT)
     assert process.returncode == 1 and 'Traceback' not in stderr, stderr[-3000:]
     last_line = stderr.strip().splitlines()[-1]
     assert 'interrupted' in last_line and '--resume %s' % run in last_line, last_line
     _resume_to(run, 4)
-    assert same_values(last_values(run), last_values(uninterrupted_run(4)))
+    assert same_values(last_values(run), last_values(uninterrupted_run))
 
 
-def test_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder_and_a_second_one_changes_nothing():
-    runs = scratch_dir('sigint-early')
-    process = _start_training(runs, 40)
+def test_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder_and_a_second_one_changes_nothing(
+        quick_train_args, tmp_path):
+    runs = str(tmp_path)
+    process = _start_training(quick_train_args(runs, 40))
     deadline = time.monotonic() + CHILD_TIMEOUT
     while not glob.glob(os.path.join(runs, '2*')) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -302,12 +298,13 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder_and_a_second_on
         assert run_folder.RunFolder(run).checkpoint('last') is not None
 
 
-def _mounted_tmpfs(size):
-    folder = scratch_dir('tmpfs')
+def _mounted_tmpfs(folder, size):
+    """A small file system of `size` mounted on a new folder `folder` (skips the test where mount needs root)."""
+    os.makedirs(folder)
     finished = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s' % size, 'tmpfs', folder],
                               capture_output=True, text=True, timeout=30)
     if finished.returncode:
-        raise unittest.SkipTest('cannot mount a small file system here (%s): needs root' % finished.stderr.strip())
+        pytest.skip('cannot mount a small file system here (%s): needs root' % finished.stderr.strip())
     return folder
 
 
@@ -315,10 +312,10 @@ def _unmount(folder):
     subprocess.run(['umount', '-l', folder], capture_output=True, timeout=30)
 
 
-def test_a_full_disk_stops_training_in_one_line_and_loses_nothing():
-    disk = _mounted_tmpfs('3m')
+def test_a_full_disk_stops_training_in_one_line_and_loses_nothing(quick_train_args, tmp_path):
+    disk = _mounted_tmpfs(str(tmp_path / 'tmpfs'), '3m')
     try:
-        _, stop = run_main(train_args(os.path.join(disk, 'runs'), 2))
+        _, stop = run_main(quick_train_args(os.path.join(disk, 'runs'), 2))
         assert 'the disk is full' in str(stop) and '\n' not in str(stop), stop
         leftovers = glob.glob(os.path.join(disk, 'runs', '*', '**', atomic.STAGING_PREFIX + '*'), recursive=True)
         assert not leftovers, leftovers
@@ -326,14 +323,15 @@ def test_a_full_disk_stops_training_in_one_line_and_loses_nothing():
         _unmount(disk)
 
 
-def test_a_read_only_runs_folder_or_output_folder_ends_in_one_line():
-    disk = _mounted_tmpfs('1m')
+def test_a_read_only_runs_folder_or_output_folder_ends_in_one_line(
+        small_dataset, small_trained_run, quick_train_args, tmp_path):
+    disk = _mounted_tmpfs(str(tmp_path / 'tmpfs'), '1m')
     try:
         os.makedirs(os.path.join(disk, 'runs'))
         subprocess.run(['mount', '-o', 'remount,ro', disk], check=True, timeout=30)
-        _, stop = run_main(train_args(os.path.join(disk, 'runs'), 1))
+        _, stop = run_main(quick_train_args(os.path.join(disk, 'runs'), 1))
         assert 'cannot write' in str(stop) or 'cannot create' in str(stop), stop
-        _, stop = run_main(['infer', '--model', small_trained_run(), datasets.kitti_test_images(small_dataset())[0],
+        _, stop = run_main(['infer', '--model', small_trained_run, datasets.kitti_test_images(small_dataset)[0],
                             '--out', os.path.join(disk, 'runs')])
         assert 'Read-only' in str(stop) and '\n' not in str(stop), stop
     finally:
@@ -342,9 +340,9 @@ def test_a_read_only_runs_folder_or_output_folder_ends_in_one_line():
 
 # --------------------------------------------------------------------------- runs that go wrong
 
-def test_a_diverging_run_is_finished_from_its_best_checkpoint():
-    runs = scratch_dir('diverge')
-    run_main(train_args(runs, 2))
+def test_a_diverging_run_is_finished_from_its_best_checkpoint(quick_train_args, tmp_path):
+    runs = str(tmp_path)
+    run_main(quick_train_args(runs, 2))
     run = run_folder.RunFolder(only_run(runs))
     good = checkpoint_values(run.checkpoint('last')[0])
     best_epoch = run.checkpoint('best')[1]['epoch']
@@ -359,9 +357,9 @@ def test_a_diverging_run_is_finished_from_its_best_checkpoint():
     assert os.path.isfile(os.path.join(run.path, 'export', 'saved_model.pb'))
 
 
-def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rate():
-    runs = scratch_dir('rewind')
-    run_main(train_args(runs, 2))
+def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rate(quick_train_args, tmp_path):
+    runs = str(tmp_path)
+    run_main(quick_train_args(runs, 2))
     run = run_folder.RunFolder(only_run(runs))
     config = dataclasses.replace(run.read_config(), epochs=4)
     prefix, state = run.checkpoint('last')
@@ -408,39 +406,39 @@ def test_the_loss_watch_catches_an_explosion_that_is_still_finite():
     for loss in [0.5, 0.4, 0.45, 0.3, 0.35, 0.3, 0.28, 0.3, 0.25, 0.27]:
         watch.check_batch(loss, 1)
     watch.check_batch(2.0, 1)  # a bad batch, not a divergence
-    expect_error(FloatingPointError, watch.check_batch, 229.0, 1, contains=('exploded', '--learning-rate'))
+    with pytest.raises(FloatingPointError) as caught:
+        watch.check_batch(229.0, 1)
+    assert 'exploded' in str(caught.value) and '--learning-rate' in str(caught.value), str(caught.value)
     watch = loop.LossWatch()
     watch.check_epoch(0.1, 1)
     watch.check_epoch(0.5, 2)
-    expect_error(FloatingPointError, watch.check_epoch, 2.9e3, 3, contains=('exploded in epoch 3',))
+    with pytest.raises(FloatingPointError, match='exploded in epoch 3'):
+        watch.check_epoch(2.9e3, 3)
     # A rewound run keeps its watch: the best epoch before the rewind still sets what counts as an explosion.
-    expect_error(FloatingPointError, loop.LossWatch(best_epoch_mean=0.09).check_epoch, 1.0, 34,
-                 contains=('exploded in epoch 34',))
+    with pytest.raises(FloatingPointError, match='exploded in epoch 34'):
+        loop.LossWatch(best_epoch_mean=0.09).check_epoch(1.0, 34)
 
 
-def test_out_of_memory_names_what_to_lower_and_keeps_the_checkpoints():
+def test_out_of_memory_names_what_to_lower_and_keeps_the_checkpoints(quick_train_args, tmp_path, monkeypatch):
     """The training step raises TensorFlow's own ResourceExhaustedError after one good epoch (as TensorFlow's
     allocator does once it has waited 10 s for memory that never comes: raised here at once)."""
-    runs = scratch_dir('oom')
-    run_main(train_args(runs, 1))
+    runs = str(tmp_path)
+    run_main(quick_train_args(runs, 1))
     run = only_run(runs)
-    real_train_nn = fit.train_nn
 
     def train_nn_that_runs_out_of_memory(sess, *args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating tensor with shape[8,4096,5,18]')
 
-    fit.train_nn = train_nn_that_runs_out_of_memory
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(fit, 'train_nn', train_nn_that_runs_out_of_memory)
         _, stop = run_main(['train', '--resume', run, '--epochs', '2'])
-    finally:
-        fit.train_nn = real_train_nn
     assert 'out of memory' in stop and '--batch-size' in stop and '--freeze-encoder' in stop, stop
     assert '--mixed-precision' in stop and '\n' not in stop
     assert run_folder.RunFolder(run).checkpoint('last')[1]['epoch'] == 1
 
 
-def test_labels_in_another_format_stop_before_training_and_masks_train_when_asked():
-    data_dir = scratch_dir('masks')
+def test_labels_in_another_format_stop_before_training_and_masks_train_when_asked(small_vgg, new_folder):
+    data_dir = new_folder('masks')
     training_dir = os.path.join(data_dir, 'data_road', 'training')
     for i, category in enumerate(['um', 'um', 'umm', 'umm', 'uu', 'uu']):
         image = np.random.default_rng(i).integers(0, 256, (48, 96, 3)).astype(np.uint8)
@@ -449,8 +447,8 @@ def test_labels_in_another_format_stop_before_training_and_masks_train_when_aske
         image[24:] = 80  # the road is grey
         write_png(os.path.join(training_dir, 'image_2', '%s_%06d.png' % (category, i)), image)
         write_png(os.path.join(training_dir, 'gt_image_2', '%s_road_%06d.png' % (category, i)), mask)
-    runs = scratch_dir('mask-runs')
-    base = ['train', '--data-dir', data_dir, '--vgg-dir', small_vgg(), '--runs-dir', runs, '--epochs', '1',
+    runs = new_folder('mask-runs')
+    base = ['train', '--data-dir', data_dir, '--vgg-dir', small_vgg, '--runs-dir', runs, '--epochs', '1',
             '--image-shape', '48', '96', '--val-fraction', '0.5', '--no-augment']
     _, stop = run_main(base)
     assert 'not KITTI\'s road' in stop and '--labels mask' in stop and 'pixels' in stop, stop
@@ -460,32 +458,32 @@ def test_labels_in_another_format_stop_before_training_and_masks_train_when_aske
     assert run_folder.RunFolder(only_run(runs)).read_config().dataset == 'kitti-mask'
 
 
-def test_no_validation_set_means_the_last_epoch_is_the_model():
-    runs = scratch_dir('no-val')
-    out, stop = run_main(train_args(runs, 2, '--val-fraction', '0'))
+def test_no_validation_set_means_the_last_epoch_is_the_model(quick_train_args, new_folder):
+    runs = new_folder('no-val')
+    out, stop = run_main(quick_train_args(runs, 2, '--val-fraction', '0'))
     assert stop is None and 'no validation set: the last epoch is the model' in out and 'MaxF -' not in out, out
     run = run_folder.RunFolder(only_run(runs))
     assert run.checkpoint('best')[1]['epoch'] == run.checkpoint('last')[1]['epoch'] == 2
-    _, stop = run_main(train_args(scratch_dir('no-train'), 1, '--val-fraction', '0.99'))
+    _, stop = run_main(quick_train_args(new_folder('no-train'), 1, '--val-fraction', '0.99'))
     assert 'leaves no training images' in stop, stop
 
 
-def test_a_bad_test_image_is_skipped_and_named_after_training():
-    data_dir = scratch_dir('bad-test')
-    shutil.copytree(small_dataset(), os.path.join(data_dir, 'data_road'))
+def test_a_bad_test_image_is_skipped_and_named_after_training(small_dataset, quick_train_args, new_folder):
+    data_dir = new_folder('bad-test')
+    shutil.copytree(small_dataset, os.path.join(data_dir, 'data_road'))
     bad = os.path.join(data_dir, 'data_road', 'testing', 'image_2', 'uu_000099.png')
     with open(bad, 'wb') as f:
         f.write(b'not a png')
-    argv = train_args(scratch_dir('bad-test-runs'), 1)
+    argv = quick_train_args(new_folder('bad-test-runs'), 1)
     argv[argv.index('--data-dir') + 1] = data_dir
     out, stop = run_main(argv)
     assert stop is None and 'skipped' in out + str(stop) or 'unreadable' in out, (out, stop)
     assert '1 unreadable image(s) skipped' in out
 
 
-def test_a_damaged_checkpoint_ends_in_one_line_that_names_the_way_out():
-    runs = scratch_dir('damaged-checkpoint')
-    run_main(train_args(runs, 1))
+def test_a_damaged_checkpoint_ends_in_one_line_that_names_the_way_out(quick_train_args, tmp_path):
+    runs = str(tmp_path)
+    run_main(quick_train_args(runs, 1))
     run = run_folder.RunFolder(only_run(runs))
     data = run.checkpoint('last')[0] + '.data-00000-of-00001'
     with open(data, 'r+b') as f:
@@ -495,16 +493,17 @@ def test_a_damaged_checkpoint_ends_in_one_line_that_names_the_way_out():
     assert '\n' not in stop
 
 
-def test_validation_labels_without_road_warn_and_the_run_still_finishes_from_its_last_checkpoint():
-    data_dir = scratch_dir('no-road-val')
-    shutil.copytree(small_dataset(), os.path.join(data_dir, 'data_road'))
+def test_validation_labels_without_road_warn_and_the_run_still_finishes_from_its_last_checkpoint(
+        small_dataset, quick_train_args, new_folder):
+    data_dir = new_folder('no-road-val')
+    shutil.copytree(small_dataset, os.path.join(data_dir, 'data_road'))
     pairs = datasets.kitti_road_pairs(os.path.join(data_dir, 'data_road', 'training'))
     _, val = splits.split_pairs(pairs, 1 / 6)
     for _, label_path in val:
         label = iio.imread(label_path)
         label[(label == datasets.ROAD_COLOR).all(axis=-1)] = datasets.NOT_ROAD_COLOR
         write_png(label_path, label)
-    argv = train_args(scratch_dir('no-road-runs'), 2)
+    argv = quick_train_args(new_folder('no-road-runs'), 2)
     argv[argv.index('--data-dir') + 1] = data_dir
     out, stop = run_main(argv)
     assert stop is None and 'none of the 3 validation labels has a road pixel' in out, (out, stop)
@@ -513,9 +512,9 @@ def test_validation_labels_without_road_warn_and_the_run_still_finishes_from_its
     assert os.path.isfile(os.path.join(run.path, 'export', 'saved_model.pb'))
 
 
-def test_finish_removes_what_killed_writes_left_in_the_run():
-    runs = scratch_dir('leftovers')
-    run_main(train_args(runs, 1))
+def test_finish_removes_what_killed_writes_left_in_the_run(quick_train_args, tmp_path):
+    runs = str(tmp_path)
+    run_main(quick_train_args(runs, 1))
     run = only_run(runs)
     for parent in (run, os.path.join(run, 'checkpoints')):
         os.makedirs(os.path.join(parent, atomic.STAGING_PREFIX + 'killed', 'variables'))

@@ -6,21 +6,20 @@ coding stands between what the model saw and what the test reads back.
 """
 import fractions
 import os
+import re
 import subprocess
 
 import imageio.v2 as imageio
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
+import pytest
 
-from tests import fixtures
-
-from roadseg.data import images  # noqa: E402
-from roadseg.serving import inference  # noqa: E402
-from roadseg.data import roadgen  # noqa: E402
-from roadseg.serving import video  # noqa: E402
-from roadseg.errors import OutputError  # noqa: E402
-from roadseg.commands import infer  # noqa: E402
+from roadseg.commands import infer
+from roadseg.data import images, roadgen
+from roadseg.errors import OutputError
+from roadseg.serving import inference, video
+from tests.helpers import CHILD_TIMEOUT, run_main, write_png
 
 NTSC = fractions.Fraction(30000, 1001)
 SHAPE = (96, 160)
@@ -70,13 +69,13 @@ def _predicted(run, frames):
         model.close()
 
 
-def test_video_round_trip_keeps_frames_size_and_rate_and_paints_only_the_road():
-    run = fixtures.small_trained_run()
-    folder = fixtures.scratch_dir('video')
+def test_video_round_trip_keeps_frames_size_and_rate_and_paints_only_the_road(small_trained_run, tmp_path):
+    run = small_trained_run
+    folder = str(tmp_path)
     frames = _road_frames(10)
     source = _write_video(os.path.join(folder, 'drive.mkv'), frames, fps=NTSC)
     out = os.path.join(folder, 'out')
-    stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out, '--masks'])
+    stdout, exit_value = run_main(['infer', '--model', run, source, '--out', out, '--masks'])
     assert exit_value is None, stdout
     assert 'frames/s' in stdout and 'infer: 1 of 1 videos written' in stdout, stdout
     assert sorted(os.listdir(out)) == ['drive_overlay.mp4', 'drive_road.mp4']
@@ -108,31 +107,31 @@ def test_exact_frame_rates_behind_ffmpegs_rounded_ones():
     assert video.frame_rate(25.0) == 25 and video.frame_rate(12.5) == fractions.Fraction(25, 2)
 
 
-def test_odd_sized_video_keeps_its_size_as_h264_444():
-    run = fixtures.small_trained_run()
-    folder = fixtures.scratch_dir('odd-video')
+def test_odd_sized_video_keeps_its_size_as_h264_444(small_trained_run, tmp_path):
+    run = small_trained_run
+    folder = str(tmp_path)
     frames = _road_frames(5, (95, 157))
     source = _write_video(os.path.join(folder, 'odd.mov'), frames, codec='png', pixel_format='rgb24')
     out = os.path.join(folder, 'out')
-    stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out])
+    stdout, exit_value = run_main(['infer', '--model', run, source, '--out', out])
     assert exit_value is None, stdout
     assert 'odd size' in stdout and 'yuv444p' in stdout, stdout
     overlay, meta = _read_video(os.path.join(out, 'odd_overlay.mp4'))
     assert overlay.shape == frames.shape and meta['fps'] == 12 and meta['pix_fmt'].startswith('yuv444p'), meta
 
 
-def test_corrupt_video_gives_one_line_and_the_other_inputs_still_run():
-    run = fixtures.small_trained_run()
-    folder = fixtures.scratch_dir('bad-video')
+def test_corrupt_video_gives_one_line_and_the_other_inputs_still_run(small_trained_run, tmp_path):
+    run = small_trained_run
+    folder = str(tmp_path)
     frames = _road_frames(3)
     good_video = _write_video(os.path.join(folder, 'good.avi'), frames, codec='mjpeg', pixel_format='yuvj420p')
-    image = fixtures.write_png(os.path.join(folder, 'still.png'), frames[0])
+    image = write_png(os.path.join(folder, 'still.png'), frames[0])
     with open(os.path.join(folder, 'broken.mp4'), 'wb') as f:  # an MP4 header, then nothing playable
         f.write(b'\x00\x00\x00\x18ftypmp42' + bytes(4000))
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-v', 'error', '-f', 'lavfi', '-i', 'sine=duration=0.5',
-                    os.path.join(folder, 'sound.mp4')], check=True, timeout=fixtures.CHILD_TIMEOUT)
+                    os.path.join(folder, 'sound.mp4')], check=True, timeout=CHILD_TIMEOUT)
     out = os.path.join(folder, 'out')
-    stdout, exit_value = fixtures.run_main(['infer', '--model', run, good_video, image, os.path.join(
+    stdout, exit_value = run_main(['infer', '--model', run, good_video, image, os.path.join(
         folder, 'broken.mp4'), os.path.join(folder, 'sound.mp4'), '--out', out])
     assert exit_value == 1, stdout
     for name, reason in (('broken.mp4', 'ffmpeg: moov atom not found'), ('sound.mp4', 'ffmpeg: no video stream')):
@@ -144,8 +143,8 @@ def test_corrupt_video_gives_one_line_and_the_other_inputs_still_run():
     assert len(_read_video(os.path.join(out, 'good_overlay.mp4'))[0]) == len(frames)
 
 
-def test_videos_are_told_from_images_by_content_then_by_extension():
-    folder = fixtures.scratch_dir('kinds')
+def test_videos_are_told_from_images_by_content_then_by_extension(tmp_path):
+    folder = str(tmp_path)
     frames = _road_frames(2, (32, 48))
     containers = [_write_video(os.path.join(folder, 'a.mp4'), frames, codec='libx264', pixel_format='yuv420p'),
                   _write_video(os.path.join(folder, 'b.mov'), frames, codec='png', pixel_format='rgb24'),
@@ -164,7 +163,7 @@ def test_videos_are_told_from_images_by_content_then_by_extension():
         assert video.is_video(os.path.join(folder, name)) == expected
 
 
-def test_video_outputs_are_planned_with_the_images_and_replace_nothing_unasked():
+def test_video_outputs_are_planned_with_the_images_and_replace_nothing_unasked(small_trained_run, tmp_path):
     paths = ['a/drive.mp4', 'b/drive.mkv', 'c/drive.png', 'c/other.avi']
     plan = infer.planned_outputs(paths, 'out', lambda path: video.OUTPUT_SUFFIXES if path.endswith(
         video.VIDEO_EXTENSIONS) else infer.IMAGE_SUFFIXES)
@@ -173,20 +172,19 @@ def test_video_outputs_are_planned_with_the_images_and_replace_nothing_unasked()
     assert plan['c/drive.png'][0] == 'out/drive_png_overlay.png'
     assert plan['c/other.avi'][0] == 'out/other_overlay.mp4'
 
-    run = fixtures.small_trained_run()
-    folder = fixtures.scratch_dir('replace-video')
+    run = small_trained_run
+    folder = str(tmp_path)
     source = _write_video(os.path.join(folder, 'drive.mkv'), _road_frames(2))
     out = os.path.join(folder, 'out')
     os.makedirs(out)
     with open(os.path.join(out, 'drive_overlay.mp4'), 'wb') as f:
         f.write(b'a file the user keeps')
-    message = fixtures.expect_error(OutputError, infer.check_outputs,
-                                    {source: [os.path.join(out, 'drive_overlay.mp4')]}, [source], out, False)
-    assert '--overwrite' in message
-    stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out])
+    with pytest.raises(OutputError, match=re.escape('--overwrite')):
+        infer.check_outputs({source: [os.path.join(out, 'drive_overlay.mp4')]}, [source], out, False)
+    stdout, exit_value = run_main(['infer', '--model', run, source, '--out', out])
     assert '--overwrite' in str(exit_value), (stdout, exit_value)
     with open(os.path.join(out, 'drive_overlay.mp4'), 'rb') as f:
         assert f.read() == b'a file the user keeps'
-    stdout, exit_value = fixtures.run_main(['infer', '--model', run, source, '--out', out, '--overwrite'])
+    stdout, exit_value = run_main(['infer', '--model', run, source, '--out', out, '--overwrite'])
     assert exit_value is None, stdout
     assert len(_read_video(os.path.join(out, 'drive_overlay.mp4'))[0]) == 2
