@@ -1,7 +1,8 @@
 """The classic exercise's tests of main.py, and the command that runs the whole suite.
 
-    python project_tests.py            every test (tests/, these included); last line "N passed, N failed, N skipped"
-    python -m pytest                   the same suite under pytest itself
+    python project_tests.py            every test (tests/, these included), one worker per core; last line
+                                       "N passed, N failed, N skipped"
+    python -m pytest                   the same suite under pytest itself, in one process
 
 The classic tests keep their names and their leading arguments with defaults (a classic caller can still pass
 load_vgg, layers, optimize, train_nn or data_dir), and check more than the classic ones do: a real SavedModel
@@ -176,10 +177,11 @@ class OutcomeCounter:
 
 
 def run_suite(args=()):
-    """Run tests/ under pytest in this process; print the counts as the last line; the exit status."""
+    """Run tests/ under pytest, one worker per core (pytest-xdist: much of the suite is single-threaded work in
+    child processes, which the workers overlap); print the counts as the last line; return the exit status."""
     counter = OutcomeCounter()
-    exit_code = pytest.main(['-p', 'no:cacheprovider', '-rfEs', '--rootdir', HERE, os.path.join(HERE, 'tests'),
-                             *args], plugins=[counter])
+    exit_code = pytest.main(['-p', 'no:cacheprovider', '-rfEs', '--numprocesses', 'auto', '--rootdir', HERE,
+                             os.path.join(HERE, 'tests'), *args], plugins=[counter])
     passed, failed, skipped = (counter.count(outcome) for outcome in ('passed', 'failed', 'skipped'))
     sys.stdout.flush()
     print('%d passed, %d failed, %d skipped' % (passed, failed, skipped), flush=True)

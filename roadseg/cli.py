@@ -323,6 +323,8 @@ def run(argv=None, own_process=False):
     except (errors.UserError, KeyboardInterrupt, OSError) as error:
         if own_process:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
+            if isinstance(error, KeyboardInterrupt):  # what it cut short (a half-built progress bar) may fail to
+                sys.unraisablehook = lambda unraisable: None  # finalise: Python would print that as a traceback
         raise SystemExit('%s: %s' % (command, one_line(error))) from None
 
 

@@ -3,11 +3,12 @@
 The VGG contract is the classic vgg.zip's: a SavedModel tagged config.VGG_TAG with config.VGG_TENSOR_NAMES.
 """
 import collections
+import os
 
 from google.protobuf import message
 
 from roadseg.config import ADAM_EPSILON, AT_ONCE_SKIP_SCALES, VGG_TAG, VGG_TENSOR_NAMES
-from roadseg.errors import VGGModelError
+from roadseg.errors import RunFolderError, VGGModelError
 from roadseg.process import graph_mode_tf
 
 tf = graph_mode_tf()
@@ -180,3 +181,13 @@ def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, fre
     # Only the new variables: initialising all would wipe out the pretrained weights.
     sess.run(tf.variables_initializer([v for v in tf.global_variables() if v not in pretrained]))
     return FCN8(image_input, keep_prob, correct_label, learning_rate, adam_epsilon, output, logits, train_op, loss)
+
+
+def restore_checkpoint(sess, prefix):
+    """Load a checkpoint into the session; a damaged one is said in one line, with the way out."""
+    try:
+        tf.train.Saver(tf.global_variables()).restore(sess, prefix)
+    except (tf.errors.OpError, ValueError) as error:
+        raise RunFolderError('%s is damaged (%s); delete that checkpoint folder to go on from the other one '
+                             '(checkpoints/best or checkpoints/last), or start a new run'
+                             % (os.path.dirname(prefix), str(error).strip().splitlines()[0][:120])) from None

@@ -205,8 +205,11 @@ def test_damaged_run_json_or_checkpoint_state_end_in_one_line(quick_train_args, 
 # --------------------------------------------------------------------------- kills, Ctrl-C, full disks
 
 def _start_training(argv):
+    """main.py in a child that takes Ctrl-C as a terminal's would, even when this suite runs in the background
+    (where the shell has the children ignore SIGINT)."""
     return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py')] + argv,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_checkpoint(runs, process, epoch):
@@ -382,7 +385,7 @@ def test_an_explosion_rewinds_to_the_best_checkpoint_and_goes_on_at_half_the_rat
     tf.reset_default_graph()
     with tf.Session() as sess, run.owned():
         fcn8 = model.build_fcn8(sess, config.vgg_path, fmt.num_classes, tuple(config.skip_scales))
-        run_folder.restore(sess, prefix)
+        model.restore_checkpoint(sess, prefix)
         reporter = fit.EpochReporter(sess, fcn8, run, config, state, schedules.LearningRate(config))
         fit.train_rewinding(sess, fcn8, run, config, poisoned_once, reporter)
     losses = reporter.losses  # the epochs kept: those after the best one, trained again

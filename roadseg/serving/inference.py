@@ -15,7 +15,6 @@ from roadseg.config import ModelInfo
 from roadseg.data import datasets, images
 from roadseg.errors import ModelError
 from roadseg.process import graph_mode_tf
-from roadseg.training import run_folder
 
 tf = graph_mode_tf()
 
@@ -66,7 +65,7 @@ def export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, skip_s
                                                     method='bilinear'), name='probabilities')
         road_probability = tf.identity(probabilities[..., info.road_class], name='road_probability')
         tf.constant(info.to_json(), name='model_info')
-        run_folder.restore(sess, checkpoint_prefix)
+        model.restore_checkpoint(sess, checkpoint_prefix)
         signature = tf.saved_model.signature_def_utils.predict_signature_def(
             inputs={'image': image}, outputs={'road_probability': road_probability, 'probabilities': probabilities})
         return vgg_builder.save_savedmodel(sess, SERVE_TAG, export_dir, {SIGNATURE: signature}, replace)

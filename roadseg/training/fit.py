@@ -14,7 +14,6 @@ from roadseg.errors import Interrupted, OutOfMemory, TrainingDiverged
 from roadseg.evaluation import scoring
 from roadseg.process import graph_mode_tf
 from roadseg.serving import files, inference
-from roadseg.training import run_folder
 from roadseg.training.loop import EpochHooks, LossWatch, train_nn
 from roadseg.training.schedules import LearningRate, adam_epsilon_schedule, late_phase_start
 
@@ -101,7 +100,7 @@ class EpochReporter:
         """Back to `checkpoint` (prefix, state): its weights in the session and, with the lowered rate, in the last
         checkpoint and metrics.csv too, so that a kill from here resumes from here."""
         prefix, state = checkpoint
-        run_folder.restore(self.sess, prefix)
+        model.restore_checkpoint(self.sess, prefix)
         self.completed, self.rewinds = state['epoch'], self.rewinds + 1
         self.losses = {epoch: loss for epoch, loss in self.losses.items() if epoch <= self.completed}
         self.rows = [row for row in self.rows if int(row['epoch']) <= self.completed]
@@ -145,7 +144,7 @@ def fit(run, config):
         state = {'epoch': 0}
         saved = run.checkpoint('last')
         if saved:
-            run_folder.restore(sess, saved[0])
+            model.restore_checkpoint(sess, saved[0])
             state = saved[1]
             print('Resuming %s after epoch %d of %d' % (run.path, state['epoch'], config.epochs))
         if config.late_adam_epsilon:

@@ -40,16 +40,6 @@ LOCK_FILE = '.lock'
 CHECKPOINT_NAMES = ('best', 'last')
 
 
-def restore(sess, prefix):
-    """Load a checkpoint into the session; a damaged one is said in one line, with the way out."""
-    try:
-        tf.train.Saver(tf.global_variables()).restore(sess, prefix)
-    except (tf.errors.OpError, ValueError) as error:
-        raise RunFolderError('%s is damaged (%s); delete that checkpoint folder to go on from the other one '
-                             '(checkpoints/best or checkpoints/last), or start a new run'
-                             % (os.path.dirname(prefix), str(error).strip().splitlines()[0][:120])) from None
-
-
 def _as_os_error(error, where):
     """The OSError behind a TensorFlow write error (a full disk, no permission), or the error itself."""
     for number in (errno.ENOSPC, errno.EROFS, errno.EACCES):
