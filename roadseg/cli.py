@@ -10,7 +10,6 @@ none).
 import argparse
 import importlib
 import math
-import signal
 import sys
 
 from roadseg import config, errors, process
@@ -310,10 +309,12 @@ def run(argv=None, own_process=False):
     (Called from other code, e.g. the tests, run changes nothing beyond its job.)
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    if own_process:
+        process.interrupt_on_termination()
     if argv[:1] == ['bench']:
         importlib.import_module('roadseg.commands.bench').main(argv[1:])
         return
-    command = 'main.py %s' % (argv[0] if argv and not argv[0].startswith('-') else 'train')
+    name = argv[0] if argv and not argv[0].startswith('-') else 'train'
     try:
         args = parse_args(argv)
         if own_process:
@@ -322,18 +323,20 @@ def run(argv=None, own_process=False):
         getattr(importlib.import_module(module), function)(args)
     except (errors.UserError, KeyboardInterrupt, OSError) as error:
         if own_process:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
+            process.ignore_further_interrupts()  # a second Ctrl-C must not cut this message short
             if isinstance(error, KeyboardInterrupt):  # what it cut short (a half-built progress bar) may fail to
                 sys.unraisablehook = lambda unraisable: None  # finalise: Python would print that as a traceback
-        raise SystemExit('%s: %s' % (command, one_line(error))) from None
+        raise SystemExit('main.py %s: %s' % (name, one_line(error, name))) from None
 
 
-def one_line(error):
+def one_line(error, command='train'):
     """What main.py says when a job stops early: the error's own message, or for an interrupt or a failed
     write, what happened and what to do."""
     if isinstance(error, KeyboardInterrupt):
-        return ('interrupted. Nothing half-written was left behind; a training run continues with python main.py '
-                'train --resume RUN_DIR from its last completed epoch')
+        if command in ('train', 'demo'):
+            return ('interrupted. Nothing half-written was left behind; a training run continues with python '
+                    'main.py train --resume RUN_DIR from its last completed epoch')
+        return 'interrupted. Nothing half-written was left behind; run the same command again to do it all'
     if isinstance(error, OSError):
         trouble = errors.disk_trouble(error)
         if trouble is None:

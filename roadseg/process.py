@@ -13,6 +13,7 @@ import ctypes.util
 import functools
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -71,6 +72,25 @@ def _forward(read_end, terminal):
             os.write(terminal, kept)
     if pending and not NOISE.match(pending):
         os.write(terminal, pending)
+
+
+# --------------------------------------------------------------------------- signals
+
+# What a scheduler, `timeout` or a closed terminal sends to end a program, besides Ctrl-C's SIGINT.
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_on_termination():
+    """End on SIGTERM and SIGHUP as on Ctrl-C: a KeyboardInterrupt in the main thread, so that every write in
+    progress removes its temporary file and the run says where it stands."""
+    for number in TERMINATION_SIGNALS:
+        signal.signal(number, signal.default_int_handler)
+
+
+def ignore_further_interrupts():
+    """While the program says why it stopped: another Ctrl-C, SIGTERM or SIGHUP must not cut that line short."""
+    for number in (signal.SIGINT,) + TERMINATION_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- TensorFlow in graph mode

@@ -135,3 +135,10 @@ def test_bad_flags_end_in_one_line():
     args = cli.parse_args(['--epochs', '3'])
     assert args.command == 'train' and args.epochs == 3 and args.image_shape == (160, 576)
     assert cli.parse_args([]).command == 'train'
+
+
+def test_an_interrupt_outside_training_does_not_advise_a_resume():
+    for command in ('infer', 'export', 'evaluate', 'finish'):
+        line = cli.one_line(KeyboardInterrupt(), command)
+        assert 'interrupted' in line and '--resume' not in line, (command, line)
+    assert '--resume' in cli.one_line(KeyboardInterrupt(), 'train')

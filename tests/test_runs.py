@@ -285,6 +285,19 @@ def test_ctrl_c_says_where_the_run_stands_in_one_line_and_its_resume_is_exact(
     assert same_values(last_values(run), last_values(uninterrupted_run))
 
 
+def test_sigterm_and_sighup_end_a_run_as_ctrl_c_does(quick_train_args, tmp_path):
+    """What a scheduler, `timeout` or a closed terminal sends: one line, no traceback, the last completed epoch kept."""
+    for number, sig in enumerate((signal.SIGTERM, signal.SIGHUP)):
+        runs = str(tmp_path / str(number))
+        process = _start_training(quick_train_args(runs, 40))
+        run = _wait_for_checkpoint(runs, process, 1)
+        _, stderr = _stop(process, sig)
+        assert process.returncode == 1 and 'Traceback' not in stderr, stderr[-3000:]
+        last_line = stderr.strip().splitlines()[-1]
+        assert 'interrupted' in last_line and '--resume %s' % run in last_line, last_line
+        assert not glob.glob(os.path.join(run, '**', atomic.STAGING_PREFIX + '*'), recursive=True)
+
+
 def test_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder_and_a_second_one_changes_nothing(
         quick_train_args, tmp_path):
     runs = str(tmp_path)
