@@ -10,6 +10,7 @@ none).
 import argparse
 import importlib
 import math
+import os
 import sys
 
 from roadseg import config, errors, process
@@ -91,6 +92,14 @@ def _add_run_flags(parser, vgg_default):
     _add_verbose_flag(parser)
 
 
+def _add_relocation_flags(parser):
+    parser.add_argument('--data-dir', help="the run's data folder where it is now, if it has moved: the run is "
+                                           'pointed at it once it holds all of its files (recorded in %s)'
+                                           % config.RUN_CONFIG_FILE)
+    parser.add_argument('--vgg-dir', help="the run's VGG16 SavedModel where it is now, if it has moved (recorded "
+                                          'in %s)' % config.RUN_CONFIG_FILE)
+
+
 def _add_verbose_flag(parser):
     parser.add_argument('--verbose', action='store_true',
                         help="also show TensorFlow's own log lines (or set %s=1)" % process.VERBOSE_VARIABLE)
@@ -119,7 +128,8 @@ def _add_train_parser(commands):
                         help='Cityscapes: the train cities held out to choose the checkpoint, never trained on; val '
                              'is kept for the report (default: %s)' % ' '.join(config.DEFAULT_VAL_CITIES))
     parser.add_argument('--resume', metavar='RUN_DIR',
-                        help='continue that run from its last checkpoint; %s may change'
+                        help='continue that run from its last checkpoint; %s may change, and --data-dir and '
+                             '--vgg-dir point it at its data and VGG16 when they have moved'
                              % ', '.join(as_flag(name) for name in config.RunConfig.RESUMABLE))
     parser.add_argument('--vgg-source', choices=config.VGG_SOURCES,
                         help="where to get VGG16 if <data-dir>/vgg is absent: Udacity's vgg.zip (falling back to "
@@ -145,6 +155,7 @@ def _add_model_commands(commands):
     finish = commands.add_parser('finish', help='export, test and overlay a run from its best checkpoint, without '
                                                 'training more')
     finish.add_argument('run', metavar='RUN_DIR')
+    _add_relocation_flags(finish)
     _add_verbose_flag(finish)
     evaluate = commands.add_parser('evaluate', help='road measures of a trained model')
     evaluate.add_argument('--model', required=True, help='a run folder, or its export/ folder')
@@ -216,6 +227,11 @@ def parse_args(argv):
     if args.command in ('train', 'demo'):
         apply_recipe(args)
         validate_training_args(args)
+        if not args.resume:  # a resumed run's data is its run.json's: train.resume checks its flags
+            splits.check_dataset_flags(args.command, args.found_dataset, args.given, args.found)
+    elif args.command == 'evaluate' and args.split is not None and os.path.isdir(args.data_dir):
+        dataset, found = splits.found_dataset(args.data_dir)
+        splits.check_dataset_flags('evaluate', dataset, {'split'}, found)
     return args
 
 
@@ -227,11 +243,16 @@ def apply_recipe(args):
         args.__dict__.setdefault(name, value)
     if args.command == 'demo':
         args.camvid = 'data_dir' in args.given and datasets.is_camvid(args.data_dir)
-        args.classes, args.labels = 'road', 'kitti'
+        args.classes, args.labels, args.resume = 'road', 'kitti', None
         recipe = config.CAMVID_DEMO_RECIPE if args.camvid else config.GENERATED_DEMO_RECIPE
+        args.found_dataset = 'camvid' if args.camvid else 'generated'
+        args.found = ('%s is a CamVid folder' % args.data_dir if args.camvid else
+                      '%s is not a CamVid folder, so the demo trains on generated roads' % args.data_dir
+                      if 'data_dir' in args.given else
+                      'without --data-dir <a CamVid folder> the demo trains on generated roads')
     else:
-        cityscapes = splits.detect_dataset(args.data_dir, args.dataset) == 'cityscapes'
-        recipe = config.CITYSCAPES_RECIPE if cityscapes else config.KITTI_RECIPE
+        args.found_dataset, args.found = splits.found_dataset(args.data_dir, args.dataset)
+        recipe = config.CITYSCAPES_RECIPE if args.found_dataset == 'cityscapes' else config.KITTI_RECIPE
     for name, value in recipe.items():
         args.__dict__.setdefault(name, value)
     args.image_shape, args.zoom, args.skip_scales = tuple(args.image_shape), tuple(args.zoom), tuple(args.skip_scales)
@@ -287,8 +308,11 @@ def _check_augmentation(args):
 def _check_train_only(args):
     if args.command != 'train':
         return
-    if args.classes == 'all' and args.dataset == 'kitti':
-        yield '--classes all needs a CamVid or Cityscapes dataset (KITTI Road labels only road)'
+    if args.classes == 'all' and args.found_dataset == 'kitti' and not args.resume:
+        yield '--classes all needs a CamVid or Cityscapes dataset: %s, whose labels mark only road' % args.found
+    if 'vgg_source' in args.given and 'vgg_dir' in args.given:
+        yield ('--vgg-source says where to get VGG16 when --vgg-dir is not given; with --vgg-dir %s it does not '
+               'apply: drop one of them' % args.vgg_dir)
     if not 0 <= args.val_fraction < 1:
         yield '--val-fraction must be in [0, 1)'
 

@@ -39,6 +39,16 @@ DEFAULT_VAL_FRACTION = 1 / 6
 # The demo's random VGG16-shaped encoders, built if absent: (folder in the demo folder, width multiplier).
 GENERATED_DEMO_VGG = ('vgg', 0.125)
 CAMVID_DEMO_VGG = ('vgg-camvid', 0.25)
+# The flags that apply to one dataset only, per command and dataset (by the dest argparse gives them): a flag given
+# for a dataset that does not take it is refused in one line (splits.check_dataset_flags), never ignored.
+DATASET_FLAGS = {
+    'train': {'kitti': ('labels', 'val_fraction', 'kitti_url'), 'camvid': ('val_drive',),
+              'cityscapes': ('val_cities',)},
+    'demo': {'generated': (), 'camvid': ('val_drive',)},
+    'evaluate': {'kitti': (), 'camvid': ('split',), 'cityscapes': ('split',)},
+}
+DATASET_NAMES = {'kitti': 'KITTI Road', 'kitti-mask': 'KITTI Road', 'camvid': 'CamVid', 'cityscapes': 'Cityscapes',
+                 'generated': 'generated roads'}
 # The classic augmentation: zoom 1-1.15, brightness and contrast +-20 % (colour-jitter strength 0.2).
 CLASSIC_ZOOM = (1.0, 1.15)
 CLASSIC_COLOR_JITTER = 0.2

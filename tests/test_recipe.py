@@ -200,8 +200,9 @@ def _camvid_demo(root, vgg):
 
 def test_the_camvid_demo_holds_a_drive_out_and_ends_with_test_or_says_it_had_only_validation(new_folder, small_vgg):
     lines, run, overlays = _camvid_demo(write_camvid(new_folder('camvid'), with_test=True), small_vgg)
-    assert lines[-1].startswith('demo: test road IoU ') and lines[-1].endswith('on 2 test images, overlays in %s'
-                                                                               % run), lines[-1]
+    assert lines[-1].startswith('demo: test road IoU ') and lines[-1].endswith(
+        'on 2 test images (test includes 2 byte-for-byte copies of training images; 2 byte-for-byte copies of '
+        'validation images), model and 2 overlays in %s' % run), lines[-1]
     with open(os.path.join(run, 'test_metrics.json')) as f:
         assert 0 <= json.load(f)['iou'] <= 1
     assert overlays == ['Seq05VD_000000.png', 'Seq05VD_000001.png']

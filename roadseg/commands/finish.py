@@ -7,7 +7,7 @@ import os
 from tqdm import tqdm
 
 from roadseg.config import ModelInfo
-from roadseg.data import datasets
+from roadseg.data import datasets, splits
 from roadseg.errors import DatasetError
 from roadseg.evaluation import scoring
 from roadseg.serving import files, inference
@@ -22,20 +22,39 @@ TEST_SET_NAMES = {'cityscapes': 'Cityscapes val images (its test labels are not 
 
 
 def finish(args):
-    """python main.py finish RUN: the run's model from its best checkpoint, without training more."""
+    """python main.py finish RUN: the run's model from its best checkpoint, without training more.
+
+    --data-dir and --vgg-dir point the run at its moved data and VGG16. Everything finish reads is checked before
+    anything is exported: a run whose test images are gone is refused, not exported without them.
+    """
     run = run_folder.RunFolder.existing(args.run)
     with run.owned():
-        config = run.read_config()
+        config, lines = run_folder.relocated(run, run.read_config(), args.vgg_dir, args.data_dir)
+        run_folder.check_inputs(run, config, 'finish', run_folder.FILES_TO_FINISH)
+        if lines:
+            run.write_config(config)
+            print('\n'.join(lines))
         results = finish_run(run, config)
-    print('finish: %s, model and overlays in %s' % (describe_test_results(results, config), run.path))
+    print('finish: %s, %s' % (describe_test_results(results, config), results.written))
+
+
+class Finished(dict):
+    """What finish_run made: the test measures ({} without labelled test images) and, in `written`, a phrase
+    saying what the run's folder holds of that model ('model and 8 overlays in RUN')."""
+
+    def __init__(self, results, written):
+        super().__init__(results)
+        self.written = written
 
 
 def describe_test_results(results, config):
     if not results:
         return 'no labelled test images'
     classes = ', mean class IoU %.3f' % results['miou'] if 'miou' in results else ''
-    return 'test road IoU %.3f (MaxF %.3f)%s on %d %s' % (results['iou'], results['maxf'], classes, len(config.test),
-                                                         TEST_SET_NAMES.get(config.dataset, 'test images'))
+    note = splits.overlap_note(splits.overlap_with_test(config.dataset, config.train, config.val, config.test))
+    return 'test road IoU %.3f (MaxF %.3f)%s on %d %s%s' % (
+        results['iou'], results['maxf'], classes, len(config.test), TEST_SET_NAMES.get(config.dataset, 'test images'),
+        ' (%s)' % note if note else '')
 
 
 def model_info(config):
@@ -47,7 +66,8 @@ def model_info(config):
 def finish_run(run, config):
     """Export the chosen checkpoint, then its test measures and its overlays: one model for all three.
 
-    Returns the test measures ({} without labelled test images).
+    Returns them as Finished. What an older model of the run left (its test measures, the overlays of images
+    that cannot be read now) is removed once the new export is in place: a run folder is one model.
     """
     chosen = fit.chosen_checkpoint(run)
     if chosen is None:
@@ -57,18 +77,27 @@ def finish_run(run, config):
     export_dir = inference.export_inference_model(prefix, os.path.join(run.path, inference.EXPORT_FOLDER),
                                                   config.vgg_path, model_info(config), tuple(config.skip_scales))
     print('Exported the %s checkpoint (epoch %d) to %s' % (name, state['epoch'], export_dir))
+    _remove(os.path.join(run.path, run_folder.TEST_METRICS_FILE))
     exported = inference.ExportedModel(export_dir)
     try:
         results = _test_measures(exported, config)
         if results:
-            run.write_test_metrics(dict(results, checkpoint=name, epoch=state['epoch']))
+            overlap = splits.overlap_with_test(config.dataset, config.train, config.val, config.test)
+            run.write_test_metrics(dict(results, checkpoint=name, epoch=state['epoch'],
+                                        **({'test_overlap': overlap} if overlap else {})))
         written, skipped = _overlays(exported, config.test_images, run.path)
     finally:
         exported.close()
     print('Saved %d overlays of the %s images to %s%s' % (written, overlay_source(config), run.path,
-                                                          '; %d unreadable image(s) skipped' % skipped
-                                                          if skipped else ''))
-    return results
+                                                          '; %d unreadable image(s) skipped, no overlay of them'
+                                                          % skipped if skipped else ''))
+    return Finished(results, 'model and %d overlays in %s%s' % (
+        written, run.path, ' (%d unreadable test image(s) have none)' % skipped if skipped else ''))
+
+
+def _remove(path):
+    if os.path.isfile(path):
+        os.remove(path)
 
 
 def overlay_source(config):
@@ -93,4 +122,6 @@ def _overlays(exported, paths, out_dir):
                                                   on_unreadable=lambda path, error: skipped.append(path))
     for path in skipped:
         tqdm.write('skipped unreadable test image %s' % path)
+        for output in plan[path]:
+            _remove(output)  # an overlay of an older model of the run
     return written, len(skipped)

@@ -4,7 +4,7 @@ import os
 
 from roadseg import atomic, process, vgg_builder
 from roadseg.commands.finish import describe_test_results, finish_run
-from roadseg.config import CAMVID_DEMO_VGG, GENERATED_DEMO_VGG, RUN_CONFIG_FILE, RunConfig
+from roadseg.config import CAMVID_DEMO_VGG, DATASET_NAMES, GENERATED_DEMO_VGG, RUN_CONFIG_FILE, RunConfig
 from roadseg.data import downloads, splits
 from roadseg.errors import RunFolderError, TrainingDiverged
 from roadseg.process import graph_mode_tf
@@ -12,8 +12,9 @@ from roadseg.training import fit, run_folder
 
 tf = graph_mode_tf()
 
-# Settings a run's model or data depend on: --resume refuses to change them.
-FIXED_ON_RESUME = ('data_dir', 'vgg_dir', 'image_shape', 'skip_scales', 'seed', 'freeze_encoder', 'mixed_precision',
+# Settings a run's model or data depend on: --resume refuses to change them. (--data-dir and --vgg-dir may point a
+# resumed run at its moved data and VGG16: run_folder.relocated.)
+FIXED_ON_RESUME = ('image_shape', 'skip_scales', 'seed', 'freeze_encoder', 'mixed_precision',
                    'dataset', 'classes', 'val_fraction', 'val_drive', 'val_cities', 'labels', 'vgg_source',
                    'kitti_url')
 
@@ -80,23 +81,33 @@ def train(args):
         vgg_path = args.vgg_dir or vgg_builder.ensure_vgg(args.data_dir, args.vgg_source)
         config = run_config(args, data, vgg_path)
         run, results = train_new_run(args, config)
-    print('train: done, %s, model and overlays in %s' % (describe_test_results(results, config), run.path))
+    print('train: done, %s, %s' % (describe_test_results(results, config), results.written))
 
 
 def resume(args):
-    """Continue the run of --resume, with the flags given now (those a run may change) applied and recorded."""
+    """Continue the run of --resume, with the flags given now (those a run may change) applied, and --data-dir and
+    --vgg-dir pointing it at moved inputs. Everything is checked before run.json is written, once: a resume that
+    stops before training leaves run.json as it was."""
     run = run_folder.RunFolder.existing(args.resume)
+    dataset = run.read_config().dataset
+    splits.check_dataset_flags('train', dataset, args.given, 'the run %s trains on %s'
+                               % (run.path, DATASET_NAMES.get(dataset, dataset)))
     refused = sorted(args.given & set(FIXED_ON_RESUME))
     if refused:
         raise RunFolderError('%s cannot change on --resume (the run\'s model and data depend on it); start a new '
                              'run instead' % ', '.join('--' + name.replace('_', '-') for name in refused))
     with run.owned():
-        config = resumed_config(run, args)
+        config, lines = resumed_config(run, args)
+        run_folder.check_inputs(run, config, 'train')
+        if lines:
+            run.write_config(config)
+            print('\n'.join(lines))
         announce_device(config)
         return run, config, train_and_finish(run, config)
 
 
 def resumed_config(run, args):
+    """(the run's config with the flags given now, lines saying what changed); nothing written."""
     config = run.read_config()
     last = run.checkpoint('last')
     done = last[1]['epoch'] if last else 0
@@ -106,11 +117,12 @@ def resumed_config(run, args):
     changed = {name: getattr(args, name) for name in RunConfig.RESUMABLE if name in args.given}
     for name, value in changed.items():
         setattr(config, name, value)
+    config, lines = run_folder.relocated(run, config, args.vgg_dir if 'vgg_dir' in args.given else None,
+                                         args.data_dir if 'data_dir' in args.given else None)
     if changed:
-        run.write_config(config)
-        print('Resuming with %s (recorded in %s)' % (', '.join('%s=%s' % item for item in changed.items()),
-                                                     RUN_CONFIG_FILE))
-    return config
+        lines.insert(0, 'Resuming with %s (recorded in %s)' % (', '.join('%s=%s' % item for item in changed.items()),
+                                                              RUN_CONFIG_FILE))
+    return config, lines
 
 
 def demo(args):
@@ -125,12 +137,13 @@ def demo(args):
     config = run_config(args, data, vgg_path)
     run, results = train_new_run(args, config)
     if results:
-        print('demo: test road IoU %.2f on %d test images, overlays in %s' % (results['iou'], len(config.test),
-                                                                             run.path))
+        note = splits.overlap_note(splits.overlap_with_test(config.dataset, config.train, config.val, config.test))
+        print('demo: test road IoU %.2f on %d test images%s, %s' % (results['iou'], len(config.test),
+                                                                   ' (%s)' % note if note else '', results.written))
     else:
         validation = run.checkpoint('best')[1]['validation']
         print('demo: no test/ split in %s; validation road IoU %.2f on %d images of drive %s (the checkpoint was '
-              'chosen on them), overlays in %s' % (args.data_dir, validation['iou'], len(config.val),
-                                                   args.val_drive, run.path))
+              'chosen on them), %s' % (args.data_dir, validation['iou'], len(config.val), args.val_drive,
+                                       results.written))
 
 

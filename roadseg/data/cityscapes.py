@@ -122,6 +122,13 @@ def run_splits(root, val_cities=config.DEFAULT_VAL_CITIES):
     """RunSplits of a Cityscapes folder: see the module's docstring."""
     pool, report = split_pairs(root, TRAIN), split_pairs(root, VAL)
     cities = sorted({city_of(image) for image, _ in pool})
+    both = sorted(set(cities) & {city_of(image) for image, _ in report})
+    if both:
+        raise DatasetError('%s %s in both %s and %s: a run would train on the images it reports on (Cityscapes\' '
+                           'own splits share no city). Keep each city in one split'
+                           % ('city ' + both[0] if len(both) == 1 else 'cities ' + ', '.join(both),
+                              'is' if len(both) == 1 else 'are', os.path.join(root, IMAGES, TRAIN),
+                              os.path.join(root, IMAGES, VAL)))
     unknown = sorted(set(val_cities) - set(cities))
     if unknown:
         raise DatasetError('--val-cities: %s %s no train city of %s (its train cities: %s)'

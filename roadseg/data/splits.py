@@ -4,10 +4,12 @@ Validation is never trained on, and the labelled test images are scored once, by
 share per category, CamVid a whole drive, Cityscapes whole train cities (cityscapes.run_splits says why).
 """
 import collections
+import hashlib
 import os
 
 import numpy as np
 
+from roadseg import config
 from roadseg.data import cityscapes, datasets, downloads, roadgen
 from roadseg.errors import DatasetError
 
@@ -23,6 +25,131 @@ def detect_dataset(data_dir, dataset='auto'):
     if cityscapes.is_cityscapes(data_dir):
         return 'cityscapes'
     return 'camvid' if datasets.is_camvid(data_dir) else 'kitti'
+
+
+def found_dataset(data_dir, dataset='auto'):
+    """(dataset, a clause saying how it was found) for `data_dir`: what a refused flag's message starts from."""
+    found = detect_dataset(data_dir, dataset)
+    if dataset != 'auto':
+        return found, '%s is read as %s (--dataset %s)' % (data_dir, config.DATASET_NAMES[found], dataset)
+    if found == 'cityscapes':
+        return found, '%s is a Cityscapes folder (it has %s/ or %s/)' % (data_dir, cityscapes.IMAGES,
+                                                                        cityscapes.LABELS)
+    if found == 'camvid':
+        return found, '%s is a CamVid folder (it has %s)' % (data_dir, ', '.join(
+            split + suffix + '/' for split in datasets.CAMVID_SPLITS for suffix in ('', 'annot')))
+    return found, '%s has no CamVid or Cityscapes folders, so it is read as KITTI Road' % data_dir
+
+
+def check_dataset_flags(command, dataset, given, found):
+    """DatasetError when the flags `given` (argparse dests) hold one of `command`'s dataset-specific flags that
+    `dataset` does not take (config.DATASET_FLAGS); `found` says how the dataset was found, for the message."""
+    table = config.DATASET_FLAGS[command]
+    dataset = 'kitti' if dataset == 'kitti-mask' else dataset
+    own = table.get(dataset, ())
+    foreign = sorted(name for name in set(given) if name not in own and any(name in flags for flags in table.values()))
+    if not foreign:
+        return
+    flag = lambda name: '--' + name.replace('_', '-')  # noqa: E731
+    takes = ('only %s of the dataset-specific flags' % ', '.join(map(flag, own)) if own
+             else 'none of the dataset-specific flags')
+    owners = {}
+    for name in foreign:
+        owners.setdefault(' and '.join(config.DATASET_NAMES[other] for other, flags in table.items()
+                                       if name in flags), []).append(flag(name))
+    owners = '; '.join('%s %s for %s' % (' and '.join(flags), 'is' if len(flags) == 1 else 'are', owner)
+                       for owner, flags in owners.items())
+    raise DatasetError('%s %s not apply here: %s, which takes %s (%s); drop %s'
+                       % (', '.join(map(flag, foreign)), 'does' if len(foreign) == 1 else 'do', found, takes, owners,
+                          'it' if len(foreign) == 1 else 'them'))
+
+
+def check_disjoint(data):
+    """DatasetError when one image would play two of the roles training, validation and test: the same file, or two
+    files of the same name (CamVid's frame names, Cityscapes' city_seq_frame). Byte-for-byte copies under other
+    names are said (a warning here; with the test results, overlap_with_test). Returns `data`."""
+    roles = [(role, [image for image, _ in pairs]) for role, pairs in
+             (('training', data.train), ('validation', data.val), ('test', data.test))]
+    for what, key in (('the same file', os.path.realpath), ('two files of the same name', os.path.basename)):
+        first = {}
+        for role, paths in roles:
+            for path in paths:
+                seen = first.setdefault(key(path), (role, path))
+                if seen[0] != role:
+                    raise DatasetError('%s (%s) and %s (%s) are %s: a run would %s. Keep each image in one split '
+                                       '(move or remove one of them)' % (seen[1], seen[0], path, role, what,
+                                                                         ROLE_CLASHES[frozenset((seen[0], role))]))
+    for (one, one_paths), (other, other_paths) in ((roles[0], roles[1]), (roles[0], roles[2]), (roles[1], roles[2])):
+        copies = same_content(one_paths, other_paths)
+        if copies:
+            print('warning: %d %s image(s) are byte-for-byte copies of %s images (the first: %s): a run would %s'
+                  % (len(copies), other, one, copies[0], ROLE_CLASHES[frozenset((one, other))]))
+    return data
+
+
+# What a run would do wrong with one image in two roles.
+ROLE_CLASHES = {frozenset(('training', 'validation')): 'choose its checkpoint on images it trains on',
+                frozenset(('training', 'test')): 'report on images it trains on',
+                frozenset(('validation', 'test')): 'report on the images it chooses its checkpoint on'}
+
+
+def same_content(originals, others):
+    """The paths of `others` whose bytes are those of a file of `originals`. Only files of a size both sides have
+    are read, so that a large dataset costs little more than a listing; files that are gone are passed over."""
+    def size(path):
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return None
+
+    def digest(path):
+        with open(path, 'rb') as f:
+            return hashlib.sha256(f.read()).digest()
+
+    sizes = collections.defaultdict(list)
+    for path in originals:
+        sizes[size(path)].append(path)
+    candidates = [path for path in others if size(path) is not None and size(path) in sizes]
+    known = {digest(path) for length in {size(path) for path in candidates} for path in sizes[length]}
+    return [path for path in candidates if digest(path) in known]
+
+
+def overlap_with_test(dataset, train, val, test):
+    """What the labelled test images share with those that train or choose the checkpoint ({} if nothing), said with
+    the test results and recorded in test_metrics.json:
+      drives: {drive: {'images': n, 'with': 'training' or 'validation'}}, CamVid's test images of drives that train
+              or validate. SegNet's test split holds frames of drive 0001TP, which trains unless it is --val-drive:
+              the frames differ and the drives are all CamVid has, so this is said, not refused;
+      copies: {'training' or 'validation': n}, test images that are byte-for-byte copies of such images.
+    """
+    overlap = {}
+    if dataset == 'camvid':
+        roles = {datasets.camvid_drive(image): 'validation' for image, _ in val}
+        roles.update({datasets.camvid_drive(image): 'training' for image, _ in train})
+        for image, _ in test:
+            drive = datasets.camvid_drive(image)
+            if drive in roles:
+                overlap.setdefault('drives', {}).setdefault(drive, {'images': 0, 'with': roles[drive]})['images'] += 1
+    test_images = [image for image, _ in test]
+    for role, pairs in (('training', train), ('validation', val)):
+        copies = same_content([image for image, _ in pairs], test_images) if test_images else []
+        if copies:
+            overlap.setdefault('copies', {})[role] = len(copies)
+    return overlap
+
+
+def overlap_note(overlap):
+    """'test includes 2 images of drive 0001TP, which training saw' for overlap_with_test's answer; '' for {}."""
+    parts = []
+    for role, clause in (('training', 'which training saw'), ('validation', 'on which the checkpoint was chosen')):
+        counts = ['%d image%s of drive %s' % (shared['images'], 's' if shared['images'] > 1 else '', drive)
+                  for drive, shared in sorted(overlap.get('drives', {}).items()) if shared['with'] == role]
+        if counts:
+            parts.append('%s, %s' % (' and '.join(counts), clause))
+        if overlap.get('copies', {}).get(role):
+            parts.append('%d byte-for-byte cop%s of %s images' % (overlap['copies'][role],
+                                                                  'ies' if overlap['copies'][role] > 1 else 'y', role))
+    return 'test includes %s' % '; '.join(parts) if parts else ''
 
 
 def camvid_splits(root, val_drive):
@@ -52,19 +179,27 @@ def training_data(args):
     dataset = detect_dataset(args.data_dir, args.dataset)
     if dataset == 'cityscapes':
         found = cityscapes.run_splits(args.data_dir, args.val_cities)
+        data = check_disjoint(RunData(dataset, args.data_dir, found.train, found.val, found.test, found.overlays))
         print(cityscapes.describe(found, args.val_cities, args.image_shape))
-        return RunData(dataset, args.data_dir, found.train, found.val, found.test, found.overlays)
+        return data
     if dataset == 'camvid':
         return camvid_data(args.data_dir, args.val_drive)
     data_road, train, val = kitti_splits(args.data_dir, args.val_fraction, args.kitti_url)
-    return RunData('kitti-mask' if args.labels == 'mask' else 'kitti', data_road, train, val, [],
-                   datasets.kitti_test_images(data_road))
+    return check_disjoint(RunData('kitti-mask' if args.labels == 'mask' else 'kitti', data_road, train, val, [],
+                                  datasets.kitti_test_images(data_road)))
 
 
 def camvid_data(root, val_drive):
-    """The RunData of a CamVid folder: the test split overlaid where there is one, else the validation drive."""
+    """The RunData of a CamVid folder: the test split overlaid where there is one, else the validation drive.
+
+    Test images from drives that train (or validate) are said here, and again with the test results."""
     train, val, test = camvid_splits(root, val_drive)
-    return RunData('camvid', root, train, val, test, [image for image, _ in (test or val)])
+    data = check_disjoint(RunData('camvid', root, train, val, test, [image for image, _ in (test or val)]))
+    drives = overlap_with_test('camvid', train, val, test).get('drives')
+    if drives:
+        print('CamVid: %s: its test measures are of new frames of known drives, not of new drives'
+              % overlap_note({'drives': drives}))
+    return data
 
 
 # The generated-roads demo: 520 labelled scenes, of which one in 13 validate and one in 13 test (about 40
@@ -80,7 +215,7 @@ def generated_roads_data(demo_dir, seed):
     pairs = datasets.kitti_road_pairs(os.path.join(data_road, 'training'))
     rest, test = split_pairs(pairs, DEMO_HELD_OUT_SHARE)
     train, val = split_pairs(rest, len(test) / len(rest))
-    return RunData('kitti', data_road, train, val, test, datasets.kitti_test_images(data_road))
+    return check_disjoint(RunData('kitti', data_road, train, val, test, datasets.kitti_test_images(data_road)))
 
 
 def evaluation_pairs(data_dir, split=None):
