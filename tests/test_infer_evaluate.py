@@ -259,3 +259,16 @@ def test_gen_test_output_builds_the_softmax_once(small_vgg, tmp_path):
                                               batch_size=2))
         added = len(sess.graph.get_operations()) - before
         assert len(outputs) == 5 and added < 30, added
+
+
+def test_evaluate_json_when_every_pixel_is_dont_care_is_nulls(small_trained_run, tmp_path):
+    data_dir = str(tmp_path)
+    training = os.path.join(data_dir, 'data_road', 'training')
+    for i in range(2):
+        write_png(os.path.join(training, 'image_2', 'um_%06d.png' % i), np.full((40, 60, 3), 90, np.uint8))
+        write_png(os.path.join(training, 'gt_image_2', 'um_road_%06d.png' % i), np.zeros((40, 60, 3), np.uint8))
+    out, stop = run_main(['evaluate', '--model', small_trained_run, '--data-dir', data_dir, '--json'])
+    assert stop is None, (out, stop)
+    assert "all: every pixel is don't care" in out, out
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures == dict({key: None for key in figures}, images=2) and 'iou' in figures, figures

@@ -2,6 +2,7 @@
 SavedModel loader and by saved_model_cli) and the ONNX model (onnx_export.py, onnx_model.py): conversion,
 the check against TensorFlow and its refusals, and infer with onnxruntime where TensorFlow does not import.
 """
+import json
 import os
 import re
 import shutil
@@ -210,3 +211,47 @@ def test_export_does_not_replace_an_existing_file_unasked(small_trained_run, tmp
     assert '--overwrite' in str(exit_value), exit_value
     with open(target) as f:
         assert f.read() == 'a file the user keeps'
+
+
+def test_damaged_model_info_in_an_onnx_file_is_refused_in_one_line(exported_onnx, tmp_path):
+    picture = write_png(str(tmp_path / 'street.png'), _test_image())
+    for damage in ('{not json', '{"dataset": "kitti"}', '[1, 2]', '{"dataset": "mars", "classes": "road", '
+                   '"class_names": ["x", "road"], "road_class": 1, "image_shape": [64, 192]}'):
+        model = onnx.load(exported_onnx[0])
+        onnx.helper.set_model_props(model, {onnx_model.MODEL_INFO_KEY: damage})
+        damaged = str(tmp_path / 'damaged.onnx')
+        onnx.save_model(model, damaged)
+        _, stop = run_main(['infer', '--model', damaged, picture, '--out', str(tmp_path / 'out')])
+        assert str(stop).startswith('main.py infer: %s holds damaged metadata' % damaged), stop
+        assert '\n' not in str(stop) and 'python main.py export' in str(stop), stop
+
+
+def test_evaluate_runs_an_onnx_model_and_export_refuses_one(exported_onnx, small_trained_run, small_dataset):
+    data_dir = os.path.dirname(small_dataset)
+    path, _ = exported_onnx
+    by_onnx, stop = run_main(['evaluate', '--model', path, '--data-dir', data_dir, '--json'])
+    assert stop is None, stop
+    by_savedmodel, stop = run_main(['evaluate', '--model', small_trained_run, '--data-dir', data_dir, '--json'])
+    onnx_iou, savedmodel_iou = (json.loads(out.strip().splitlines()[-1])['iou'] for out in (by_onnx, by_savedmodel))
+    assert abs(onnx_iou - savedmodel_iou) < 1e-3, (onnx_iou, savedmodel_iou)
+    _, stop = run_main(['export', '--model', path, '--onnx', path + '.again.onnx'])
+    assert str(stop).startswith('main.py export: --model %s is an ONNX model: export converts a TensorFlow model'
+                                % path) and 'or export' not in str(stop), stop
+    _, stop = run_main(['export', '--model', os.path.dirname(path), '--onnx', path + '.again.onnx'])
+    assert 'no trained model at' in str(stop) and '.onnx file' not in str(stop), stop
+
+
+def test_export_refuses_targets_that_cannot_be_its_file_before_converting(small_trained_run, tmp_path):
+    a_file = str(tmp_path / 'notes.txt')
+    with open(a_file, 'w') as f:
+        f.write('the user keeps this')
+    folder = str(tmp_path / 'models')
+    os.makedirs(folder)
+    cases = [([os.path.join(a_file, 'x.onnx')], 'is a file, not a folder'),
+             ([folder, '--overwrite'], 'is a folder; give the file to write'),
+             ([os.path.join(folder, 'm' * 300 + '.onnx')], 'longer than the file system takes')]
+    for target, expected in cases:
+        stdout, stop = run_main(['export', '--model', small_trained_run, '--onnx'] + target)
+        assert str(stop).startswith('main.py export: --onnx ') and expected in str(stop), stop
+        assert '\n' not in str(stop) and 'converted' not in stdout, (stdout, stop)
+    assert os.listdir(folder) == [] and sorted(os.listdir(str(tmp_path))) == ['models', 'notes.txt']

@@ -188,3 +188,52 @@ def test_video_outputs_are_planned_with_the_images_and_replace_nothing_unasked(s
     stdout, exit_value = run_main(['infer', '--model', run, source, '--out', out, '--overwrite'])
     assert exit_value is None, stdout
     assert len(_read_video(os.path.join(out, 'drive_overlay.mp4'))[0]) == 2
+
+
+def _vfr_video(path, count=60):
+    """An H.264 MP4 of `count` frames: the first third 4/30 s apart, the rest 2/30 s apart (5.33 s in all), made
+    variable-frame-rate by setpts with -fps_mode vfr."""
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-v', 'error', '-f', 'lavfi', '-i',
+                    'testsrc=size=64x48:rate=15', '-frames:v', str(count), '-vf',
+                    "setpts='if(lt(N,%d),N*4/30,%d*4/30+(N-%d)*2/30)/TB'" % ((count // 3,) * 3), '-fps_mode', 'vfr',
+                    '-c:v', 'libx264', '-pix_fmt', 'yuv420p', path], check=True, timeout=CHILD_TIMEOUT)
+    return path
+
+
+def test_variable_frame_rate_video_keeps_every_frame_once_and_its_duration_and_says_so(small_trained_run,
+                                                                                       tmp_path):
+    source = _vfr_video(str(tmp_path / 'phone.mp4'))
+    times, _, _ = video.frame_timestamps(source)
+    assert len(times) == 60 and len({b - a for a, b in zip(times, times[1:])}) == 2  # really variable
+    out = str(tmp_path / 'out')
+    stdout, exit_value = run_main(['infer', '--model', small_trained_run, source, '--out', out])
+    assert exit_value is None, stdout
+    overlay, meta = _read_video(os.path.join(out, 'phone_overlay.mp4'))
+    source_frames, source_meta = _read_video(source)  # imageio's reader at a constant rate: duplicates
+    assert len(overlay) == 60 < len(source_frames), (len(overlay), len(source_frames))
+    assert abs(meta['duration'] - float(2 * times[-1] - times[-2] - times[0])) <= 1 / 15, meta  # within a frame
+    lines = [line for line in stdout.splitlines() if 'phone.mp4: 60 frames' in line]
+    assert len(lines) == 1 and 'variable frame rate (7.5 to 15 fps)' in lines[0], stdout
+    assert 'written once each at their average rate 11.25 fps' in lines[0], lines[0]
+    # A constant-rate video says nothing of it.
+    steady = _write_video(str(tmp_path / 'steady.mkv'), _road_frames(4, (32, 48)), fps=NTSC)
+    stdout, exit_value = run_main(['infer', '--model', small_trained_run, steady, '--out', out])
+    assert exit_value is None and 'variable frame rate' not in stdout and ' at 29.97 fps' in stdout, stdout
+
+
+def test_a_png_named_mp4_and_an_mp4_named_png_are_read_as_what_they_are(small_trained_run, tmp_path):
+    folder = str(tmp_path / 'in')
+    os.makedirs(folder)
+    frames = _road_frames(3, (32, 48))
+    movie = _write_video(os.path.join(folder, 'movie.mp4'), frames, codec='libx264', pixel_format='yuv420p')
+    os.rename(movie, os.path.join(folder, 'movie.png'))
+    iio.imwrite(os.path.join(folder, 'picture.mp4'), frames[0], extension='.png')
+    out = str(tmp_path / 'out')
+    stdout, exit_value = run_main(['infer', '--model', small_trained_run, folder, '--out', out])
+    assert exit_value is None, stdout
+    assert 'infer: 1 of 1 images and 1 of 1 videos written' in stdout, stdout
+    assert 'movie.png is a video by its content (its name says image): read as a video' in stdout, stdout
+    assert 'picture.mp4 is an image by its content (its name says video): read as an image' in stdout, stdout
+    assert sorted(os.listdir(out)) == ['movie_overlay.mp4', 'picture_overlay.png']
+    assert len(_read_video(os.path.join(out, 'movie_overlay.mp4'))[0]) == 3
+    assert iio.imread(os.path.join(out, 'picture_overlay.png')).shape == (32, 48, 3)

@@ -5,14 +5,15 @@ import math
 from roadseg.data import cityscapes, datasets, splits
 from roadseg.errors import DatasetError
 from roadseg.evaluation import road_metrics, scoring
-from roadseg.serving import inference
+from roadseg.serving import files
 
 EVALUATE_JSON_KEYS = ('iou', 'maxf', 'ap', 'precision', 'recall', 'fpr', 'fnr', 'images')
 
 
 def evaluate(args):
-    """python main.py evaluate: the road measures of a trained model (a table, and JSON with --json)."""
-    exported = inference.ExportedModel(args.model)
+    """python main.py evaluate: the road measures of a trained model (a run folder, its export/ or an .onnx file
+    made by python main.py export; a table, and JSON with --json)."""
+    exported = files.open_model(args.model)
     try:
         pairs, which = splits.evaluation_pairs(args.data_dir, args.split)
         fmt = _label_format(exported.info, args)
@@ -25,10 +26,19 @@ def evaluate(args):
     if class_iou:
         print(scoring.format_class_iou(class_iou, fmt.class_names))
     if args.json:
-        report = {key: _json_number(results['all'].get(key)) for key in EVALUATE_JSON_KEYS}
+        report = json_report(results['all'], len(pairs))
         if class_iou:
             report.update(scoring.class_iou_json(class_iou, fmt.class_names))
         print(json.dumps(report))
+
+
+def json_report(result, images):
+    """evaluate's JSON of the result of all images: null where a measure is undefined, every measure null when
+    every pixel is don't care (result None)."""
+    report = {key: _json_number((result or {}).get(key)) for key in EVALUATE_JSON_KEYS}
+    if result is None:
+        report['images'] = images
+    return report
 
 
 def _label_format(info, args):

@@ -15,13 +15,54 @@ from roadseg.serving.onnx_export import (MAX_DIFFERENCE, TIE_MARGIN, check_again
 tf = graph_mode_tf()
 
 
+def check_target(target, overwrite):
+    """Refuse, before the conversion, an --onnx path that cannot become the file: a folder, under a file, a name
+    too long, an unwritable folder, or an existing file without --overwrite."""
+    if os.path.isdir(target):
+        raise OutputError('--onnx %s is a folder; give the file to write, e.g. %s' % (target, os.path.join(
+            target, 'model.onnx')))
+    parent = os.path.dirname(os.path.abspath(target))
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputError('--onnx %s cannot be written: %s is a file, not a folder; choose another --onnx path'
+                          % (target, existing))
+    name_max = os.pathconf(existing, 'PC_NAME_MAX')
+    if len(os.fsencode(os.path.basename(target))) > name_max:
+        raise OutputError('--onnx %s: the name is longer than the file system takes (%d bytes); choose a shorter '
+                          'one' % (target[:60] + '...', name_max))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError('cannot write in %s (permission denied); choose a writable --onnx path' % existing)
+    if os.path.lexists(target) and not overwrite:
+        raise OutputError('%s already exists; pass --overwrite to replace it, or choose another --onnx path' % target)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as error:
+        raise OutputError('cannot create %s (%s); choose another --onnx path' % (parent, error.strerror)) from error
+
+
+def check_model(path):
+    """The export folder of --model (a run folder or its export/); ModelError in one line for anything else, an
+    ONNX file included: export makes one from a TensorFlow model, it cannot start from one."""
+    if os.path.isfile(path):
+        what = 'an ONNX model' if path.lower().endswith('.onnx') else 'a file'
+        raise ModelError('--model %s is %s: export converts a TensorFlow model to ONNX; pass the run folder made by '
+                         'python main.py train (or its export/ folder)%s'
+                         % (path, what, ', and use the .onnx file as it is with python main.py infer or evaluate'
+                            if what == 'an ONNX model' else ''))
+    export_dir = inference.resolve_export_dir(path)
+    if not os.path.isfile(os.path.join(export_dir, 'saved_model.pb')):
+        raise ModelError('no trained model at %s: pass a run folder made by python main.py train (it holds export/) '
+                         'or its export/ folder' % path)
+    return export_dir
+
+
 def export(args):
     """python main.py export: convert, check against TensorFlow, then keep the ONNX file (atomically) or refuse."""
     target = args.onnx
-    if os.path.exists(target) and not args.overwrite:
-        raise OutputError('%s already exists; pass --overwrite to replace it, or choose another --onnx path' % target)
-    export_dir = inference.resolve_export_dir(args.model)
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    export_dir = check_model(args.model)
+    check_target(target, args.overwrite)
     with atomic.staged_path(target) as temporary:
         messages = convert_apart(export_dir, temporary, args.opset)
         print('export: converted %s with tf2onnx %s, opset %d' % (export_dir, tf2onnx.__version__, args.opset))

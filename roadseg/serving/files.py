@@ -5,6 +5,7 @@ it; the model is anything with the predictor interface (SessionPredictor, Export
 import importlib
 import os
 
+import imageio.v3 as iio
 from tqdm import tqdm
 
 from roadseg import atomic
@@ -13,6 +14,23 @@ from roadseg.errors import DatasetError, ModelError
 from roadseg.serving import video
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+# The names each image format goes by: a file whose content is one of these formats is decoded as that format
+# whatever its name (imageio goes by the name: it reads a PNG named .mp4 as a one-frame video).
+FORMAT_NAMES = {'.png': ('.png',), '.jpg': ('.jpg', '.jpeg'), '.bmp': ('.bmp',)}
+
+
+def read_image(path):
+    """images.read_rgb, but decoded as the format its first bytes say (PNG, JPEG, BMP) where its name says
+    another."""
+    kind = video.content_kind(path)
+    if kind not in FORMAT_NAMES or path.lower().endswith(FORMAT_NAMES[kind]):
+        return images.read_rgb(path)
+    try:
+        image = iio.imread(path, extension=kind)
+    except Exception as error:  # as in images.read_rgb
+        raise DatasetError('cannot read image %s: it holds a %s image by its first bytes, which does not decode '
+                           '(%s)' % (path, kind[1:].upper(), type(error).__name__)) from error
+    return images.to_rgb8(image, path)
 
 
 def group_by_size(paths, batch_size, on_unreadable=None):
@@ -25,7 +43,7 @@ def group_by_size(paths, batch_size, on_unreadable=None):
     pending = {}
     for path in paths:
         try:
-            image = images.read_rgb(path)
+            image = read_image(path)
         except DatasetError as error:
             if on_unreadable is None:
                 raise

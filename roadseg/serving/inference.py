@@ -13,7 +13,7 @@ from google.protobuf import message
 from roadseg import config, model, vgg_builder
 from roadseg.config import ModelInfo
 from roadseg.data import datasets, images
-from roadseg.errors import ModelError
+from roadseg.errors import DatasetError, ModelError
 from roadseg.process import graph_mode_tf
 
 tf = graph_mode_tf()
@@ -92,14 +92,15 @@ class ExportedModel:
             with self.graph.as_default():
                 tf.saved_model.loader.load(self.sess, [SERVE_TAG], export_dir)
             self.info = ModelInfo.from_json(self.sess.run(MODEL_INFO).decode())
-        except (RuntimeError, KeyError, ValueError, OSError, tf.errors.OpError, message.Error) as error:
+            self.palette = datasets.label_format(self.info.dataset, self.info.classes).palette
+        except (RuntimeError, KeyError, ValueError, TypeError, OSError, tf.errors.OpError, message.Error,
+                DatasetError) as error:
             self.sess.close()
             raise ModelError('%s is not a model exported by this project (%s). %s'
                              % (export_dir, _why_not_ours(error), 'Pass a run folder made by python main.py '
                                                                  'train, or re-export it with python main.py '
                                                                  'finish RUN')) from error
         self.road_class = self.info.road_class
-        self.palette = datasets.label_format(self.info.dataset, self.info.classes).palette
 
     def __call__(self, batch):
         return self.sess.run(OUTPUT, {INPUT: np.stack(batch)})
@@ -112,6 +113,6 @@ def _why_not_ours(error):
     text = str(error)
     if "tags {'serve'}" in text or 'could not be found in SavedModel' in text:
         return 'it has no graph tagged "serve"; a VGG16 encoder is tagged "vgg16"'
-    if isinstance(error, (KeyError, ValueError)):
-        return 'it lacks %s or %s' % (INPUT, MODEL_INFO)
+    if isinstance(error, (KeyError, ValueError, TypeError, DatasetError)):
+        return 'it lacks %s or %s, or its %s is damaged' % (INPUT, MODEL_INFO, MODEL_INFO)
     return 'it does not load: %s' % (text.strip().splitlines() or [type(error).__name__])[0][:160]

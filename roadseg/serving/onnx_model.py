@@ -11,7 +11,7 @@ import onnxruntime
 
 from roadseg.config import ModelInfo
 from roadseg.data import datasets
-from roadseg.errors import ModelError
+from roadseg.errors import DatasetError, ModelError
 
 INPUT = 'image'
 OUTPUTS = ('probabilities', 'road_probability')
@@ -50,9 +50,16 @@ class OnnxModel:
             raise ModelError('%s is an ONNX model but not one made by python main.py export (it needs input %r, '
                              'outputs %s and %r in its metadata); make one with python main.py export --model RUN '
                              '--onnx %s' % (path, INPUT, ', '.join(map(repr, OUTPUTS)), MODEL_INFO_KEY, path))
-        self.info = ModelInfo.from_json(metadata[MODEL_INFO_KEY])
+        try:
+            self.info = ModelInfo.from_json(metadata[MODEL_INFO_KEY])
+            self.palette = datasets.label_format(self.info.dataset, self.info.classes).palette
+        except (ValueError, KeyError, TypeError, DatasetError) as error:  # bad JSON, missing or mistyped fields
+            self.session = None
+            raise ModelError('%s holds damaged metadata (%r: %s: %s); export it again with python main.py export '
+                             '--model RUN --onnx %s' % (path, MODEL_INFO_KEY, type(error).__name__,
+                                                        str(error).splitlines()[0][:120] if str(error) else '',
+                                                        path)) from error
         self.road_class = self.info.road_class
-        self.palette = datasets.label_format(self.info.dataset, self.info.classes).palette
 
     def outputs(self, batch):
         """{output name: array} of every output, for a list of same-size uint8 HxWx3 images."""

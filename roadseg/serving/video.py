@@ -2,13 +2,19 @@
 
 imageio's ffmpeg plugin runs the ffmpeg binary that the imageio-ffmpeg wheel ships: no system ffmpeg is
 needed. Frames stream through the model a batch at a time, so memory holds one batch however long the video.
-An output keeps the input's frame count, size and frame rate; it has no audio track.
+An output keeps the input's frames (each once: ffmpeg's -fps_mode passthrough, never duplicated or dropped to
+fill a constant rate), size and frame rate; it has no audio track. A variable-frame-rate input (phones,
+browsers) is written at its average rate, which keeps its frame count and its duration but not each frame's own
+timing, and the summary line says so.
 """
 import contextlib
 import fractions
+import statistics
+import subprocess
 import time
 
 import imageio.v2 as imageio
+import imageio_ffmpeg
 import numpy as np
 from tqdm import tqdm
 
@@ -31,21 +37,39 @@ ISO_MEDIA_BOXES = (b'ftyp', b'moov', b'mdat', b'wide', b'free', b'skip')  # mp4,
 MATROSKA_MAGIC = b'\x1a\x45\xdf\xa3'  # mkv and webm (EBML)
 IMAGE_SIGNATURES = (b'\x89PNG', b'\xff\xd8\xff', b'BM')  # PNG, JPEG, BMP
 NTSC_DRIFT = 0.005
+# Every decoded frame once, with its own timestamp: the image pipe's default (cfr) duplicates frames of a
+# variable-frame-rate video to fill a constant rate, and drops some.
+PASSTHROUGH = ['-fps_mode', 'passthrough']
+# Intervals between timestamps that differ by more than this share of their median (or than one tick of the
+# container's clock, which rounds: a 29.97 fps mkv alternates 33 and 34 ms) make a variable frame rate.
+VFR_SPREAD = 0.1
+TIMESTAMPS_TIMEOUT = 120
 NO_STREAM_TO_OUTPUT = 'Output file does not contain any stream'
 
 
-def is_video(path):
-    """Whether `path` is a video: by its first bytes (ISO media, AVI, Matroska/WebM), else by its extension."""
+IMAGE_FORMATS = dict(zip(IMAGE_SIGNATURES, ('.png', '.jpg', '.bmp')))
+
+
+def content_kind(path):
+    """What the first bytes of `path` say it is: 'video' (ISO media, AVI, Matroska/WebM), an image's extension
+    ('.png', '.jpg', '.bmp'), or None when they say nothing known (or the file does not read)."""
     try:
         with open(path, 'rb') as f:
             head = f.read(12)
     except OSError:
-        head = b''
+        return None
     if head[4:8] in ISO_MEDIA_BOXES or (head[:4] == b'RIFF' and head[8:12] == b'AVI ') or head[:4] == MATROSKA_MAGIC:
-        return True
-    if head.startswith(IMAGE_SIGNATURES):
-        return False
-    return path.lower().endswith(VIDEO_EXTENSIONS)
+        return 'video'
+    for signature, extension in IMAGE_FORMATS.items():
+        if head.startswith(signature):
+            return extension
+    return None
+
+
+def is_video(path):
+    """Whether `path` is a video: by its first bytes (ISO media, AVI, Matroska/WebM), else by its extension."""
+    kind = content_kind(path)
+    return kind == 'video' if kind else path.lower().endswith(VIDEO_EXTENSIONS)
 
 
 def ffmpeg_reason(error):
@@ -57,13 +81,33 @@ def ffmpeg_reason(error):
     return 'no video stream in it' if reason == NO_STREAM_TO_OUTPUT else reason
 
 
+class FrameReader:
+    """imageio-ffmpeg's frames of a video, each decoded frame once (PASSTHROUGH), as HxWx3 uint8 arrays.
+
+    ffmpeg is given the file itself, so it reads it by its content whatever its name (imageio's reader goes by
+    the extension: it refuses an MP4 named .png).
+    """
+
+    def __init__(self, path):
+        self.frames = imageio_ffmpeg.read_frames(path, output_params=list(PASSTHROUGH))
+        self.meta = next(self.frames)
+
+    def iter_data(self):
+        width, height = self.meta['size']
+        for data in self.frames:
+            yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
+
+    def close(self):
+        self.frames.close()
+
+
 def open_video(path):
-    """imageio's ffmpeg reader of `path` and its metadata; DatasetError naming the file if ffmpeg cannot read it."""
+    """A FrameReader of `path` and its metadata; DatasetError naming the file if ffmpeg cannot read it."""
     reader = None
     try:
-        reader = imageio.get_reader(path, format='FFMPEG')
-        meta = reader.get_meta_data()
-    except Exception as error:  # imageio passes ffmpeg's failures on as OSError, RuntimeError, IndexError, ...
+        reader = FrameReader(path)
+        meta = reader.meta
+    except Exception as error:  # imageio-ffmpeg passes ffmpeg's failures on as OSError, RuntimeError, ...
         if reader is not None:
             reader.close()
         raise DatasetError('cannot read video %s (ffmpeg: %s); give a complete mp4, mov, avi or mkv file that a '
@@ -82,6 +126,52 @@ def frame_rate(fps):
     if fps != round(fps) and abs(fps - ntsc / 1.001) < NTSC_DRIFT:
         return fractions.Fraction(ntsc * 1000, 1001)
     return fractions.Fraction(fps).limit_denominator(1001)
+
+
+def frame_timestamps(path):
+    """The presentation times (seconds, sorted) of the video stream's frames and the last one's duration, read by
+    ffmpeg from the container without decoding; None if ffmpeg cannot list them."""
+    try:
+        listed = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-nostdin', '-v', 'error', '-i', path, '-map',
+                                 '0:v:0', '-c', 'copy', '-f', 'framecrc', '-'], capture_output=True, text=True,
+                                timeout=TIMESTAMPS_TIMEOUT, check=True).stdout
+        tick = next(fractions.Fraction(line.split(':')[1].strip()) for line in listed.splitlines()
+                     if line.startswith('#tb 0:'))
+        packets = sorted((int(fields[2]), int(fields[3])) for fields in
+                         (line.split(',') for line in listed.splitlines() if line and not line.startswith('#')))
+    except (OSError, subprocess.SubprocessError, StopIteration, ValueError, IndexError, ZeroDivisionError):
+        return None
+    if not packets:
+        return None
+    return [pts * tick for pts, _ in packets], packets[-1][1] * tick, tick
+
+
+class Timing:
+    """How a video's frames are timed: its rate (fractions.Fraction) for the encoder, the frames its container
+    holds, and for a variable frame rate the range of its rates (else None)."""
+
+    def __init__(self, meta, timestamps):
+        self.rate, self.announced, self.variable = frame_rate(meta['fps']), None, None
+        if timestamps is None or len(timestamps[0]) < 3:
+            return
+        times, last_duration, tick = timestamps
+        intervals = [later - earlier for earlier, later in zip(times, times[1:])]
+        median = statistics.median(intervals)
+        if median <= 0:
+            return
+        self.announced = len(times)
+        if max(intervals) - min(intervals) <= max(tick, VFR_SPREAD * median):
+            return
+        duration = times[-1] - times[0] + (last_duration if last_duration > 0 else median)
+        self.rate = fractions.Fraction(len(times) / duration).limit_denominator(1001)
+        self.variable = (1 / max(intervals), 1 / min(i for i in intervals if i > 0))
+
+    def note(self, count):
+        if self.variable is None:
+            return None
+        return ('variable frame rate (%.3g to %.3g fps): its %d frames are written once each at their average rate '
+                '%.5g fps, which keeps the duration but not each frame\'s own timing (the output has a constant rate)'
+                % (float(self.variable[0]), float(self.variable[1]), count, float(self.rate)))
 
 
 def pixel_format(height, width):
@@ -169,8 +259,9 @@ def write_predictions(predict, path, outputs):
     """
     reader, meta = open_video(path)
     width, height = meta['size']
-    fps = frame_rate(meta['fps'])
-    announced = round(meta['duration'] * fps)
+    timing = Timing(meta, frame_timestamps(path))
+    fps = timing.rate
+    announced = timing.announced or round(meta['duration'] * fps)
     started = time.perf_counter()
     try:
         with contextlib.ExitStack() as staging:
@@ -187,13 +278,13 @@ def write_predictions(predict, path, outputs):
     seconds = time.perf_counter() - started
     tqdm.write('%s: %d frames of %dx%d at %.5g fps in %.1fs, %.1f frames/s (decode, model and encode, on this '
                'machine)%s -> %s' % (path, count, width, height, float(fps), seconds, count / seconds,
-                                     _notes(height, width, count, announced),
+                                     _notes(height, width, count, announced, timing.note(count)),
                                      ', '.join(target for target, _ in outputs)))
     return count
 
 
-def _notes(height, width, count, announced):
-    notes = []
+def _notes(height, width, count, announced, timing_note=None):
+    notes = [timing_note] if timing_note else []
     if pixel_format(height, width) != 'yuv420p':
         notes.append('odd size: written as H.264 4:4:4 (yuv444p) to keep it; browsers and QuickTime may not play '
                      'it')
