@@ -131,7 +131,7 @@ def test_camvid_test_frames_of_a_training_drive_are_said_in_the_summary_and_reco
     with open(os.path.join(only_run(runs), 'test_metrics.json')) as f:
         assert json.load(f)['test_overlap']['drives'] == {'0001TP': {'images': 2, 'with': 'training'}}
     out, exit_value = run_main(['finish', only_run(runs)])
-    assert exit_value is None and '(test includes 2 images of drive 0001TP, which training saw)' in out, out
+    assert exit_value is None and '(test includes 2 images of drive 0001TP, which training saw' in out, out
 
 
 # --------------------------------------------------------------------------- items 5 and 9: moved inputs, finish
