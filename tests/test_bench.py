@@ -19,7 +19,8 @@ from tests.helpers import ROOT
 
 tf = graph_mode_tf()
 
-REQUIRED_JSON_KEYS = ('pipeline_classic_ips', 'pipeline_ips', 'train_ips', 'infer_ips', 'train_flops_ratio',
+REQUIRED_JSON_KEYS = ('pipeline_classic_ips', 'pipeline_ips', 'pipeline_augmented_ips',
+                      'pipeline_augmented_ips_cityscapes', 'train_ips', 'infer_ips', 'train_flops_ratio',
                       'infer_flops_ratio', 'peak_rss_mb')
 
 
@@ -127,5 +128,7 @@ def test_json_is_the_last_line_and_holds_every_figure():
         assert isinstance(results[key], float) and math.isfinite(results[key]) and results[key] > 0, (key, results)
     assert math.isclose(results['train_gflop_per_image'], 3 * results['forward_gflop_per_image'], rel_tol=1e-9)
     assert results['bars_missed'] is None  # the bars are for the full model at 160x576, batch 2
+    assert results['pipeline_batch_size'] == 8 and results['pipeline_threads'] >= 1
     assert any(line.strip().startswith('training step') for line in lines[:-1])
+    assert any(line.strip().startswith('data, decoded once, augmented: what train uses') for line in lines[:-1])
     assert any(line.strip().startswith('exported model (float32), as main.py infer runs it') for line in lines[:-1])

@@ -228,17 +228,6 @@ def test_augment_reaches_the_batches_only_when_asked(small_dataset):
     assert np.array_equal(plain[0], again[0]) and not np.array_equal(plain[0], augmented[0])
 
 
-def test_prefetch_keeps_order_and_raises_the_producers_error():
-    assert list(batches.prefetch(iter(range(10)))) == list(range(10))
-
-    def failing():
-        yield 1
-        raise OSError('disk gone')
-
-    with pytest.raises(OSError, match='disk gone'):
-        list(batches.prefetch(failing()))
-
-
 # --------------------------------------------------------------------------- CamVid
 
 def test_camvid_layout_is_detected_paired_and_decoded(new_folder, small_dataset):

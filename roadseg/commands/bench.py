@@ -3,10 +3,12 @@
     python main.py bench [--image-shape H W] [--batch-size B] [--data-dir D] [--json] [--mixed-precision]
 
 It measures
-  * the data pipelines, in images/s of ready batches: the classic one (every PNG
-    read and resized again for every batch, as the classic exercise's
-    gen_batch_function did) and this project's helper.gen_batch_function
-    (decoded once, then batches from memory; its one-off decode is shown apart);
+  * the data pipelines, in images/s of ready batches of the recipe's size (8):
+    the classic one (every PNG read and resized again for every batch, as the
+    classic exercise's gen_batch_function did) and this project's
+    helper.gen_batch_function (decoded once, then batches from memory; its
+    one-off decode is shown apart), without augmentation and with the KITTI
+    recipe's (what `train` uses), the latter also at Cityscapes' input size;
     on the KITTI images under --data-dir, else on generated 1242x375 PNGs;
   * a training step (every layer trainable, Adam, feed_dict, as roadseg/training/loop.py
     runs it) and an inference step (forward to the softmax) of the full-width
@@ -23,7 +25,7 @@ that export is converted to ONNX (as `main.py export` converts it) and timed
 in onnxruntime, as `main.py infer --model F.onnx` runs it, in a third process.
 
 With --json the last line is one JSON object with pipeline_classic_ips,
-pipeline_ips, train_ips, infer_ips, exported_ips, onnx_ips, train_flops_ratio,
+pipeline_ips, pipeline_augmented_ips, pipeline_augmented_ips_cityscapes, train_ips, infer_ips, exported_ips, onnx_ips, train_flops_ratio,
 infer_flops_ratio, peak_rss_mb and a few more keys.
 """
 import argparse
@@ -62,12 +64,17 @@ INFER_WARMUP_STEPS = 2
 MATMUL_REPEATS = 4
 MIN_TIMED_STEPS = 3
 PIPELINE_SHARE = 0.2  # each pipeline is timed for this share of --min-seconds
+# The pipelines are timed on batches of the recipe's size; the augmented ones with the recipes' augmentation.
+PIPELINE_BATCH_SIZE = config.KITTI_RECIPE['batch_size']
+RECIPE_AUGMENTATION = batches.Augmentation(config.KITTI_RECIPE['zoom'], config.KITTI_RECIPE['color_jitter'])
+CITYSCAPES_AUGMENTATION = batches.Augmentation(config.CITYSCAPES_RECIPE['zoom'],
+                                               config.CITYSCAPES_RECIPE['color_jitter'])
 BUSY_MACHINE_SHARE = 0.05
 SLOW_NUMPY_SHARE = 0.8  # below this share of TensorFlow's matmul rate, numpy's is called out
 FLOP_COUNTED_OPS = ('Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter', 'MatMul')
 # The issue's bars, for a float32 full-width model at 160x576, batch 2, on the 2-core development machine.
 BAR_SETTINGS = {'image_shape': [160, 576], 'batch_size': 2, 'vgg_width': 1.0, 'precision': 'float32'}
-BARS = (('pipeline_ips', 1000), ('pipeline_speedup', 20), ('train_flops_ratio', 0.6), ('infer_flops_ratio', 0.9))
+BARS = (('pipeline_ips', 1000), ('pipeline_augmented_ips', 1000), ('pipeline_speedup', 20), ('train_flops_ratio', 0.6), ('infer_flops_ratio', 0.9))
 BAR_MAX_RSS_MB = 6000
 
 
@@ -236,16 +243,27 @@ def epochs_per_second(run_epoch, min_seconds):
     return images / (time.perf_counter() - started)
 
 
-def measure_pipelines(training_folder, image_shape, batch_size, min_seconds):
-    """(classic images/s, this project's images/s, its one-off decode in s, get_batches_fn)."""
+def measure_pipelines(training_folder, image_shape, min_seconds):
+    """The pipelines' figures (classic, decoded once without and with the recipe's augmentation, the latter at
+    image_shape and at Cityscapes' input size) and the augmented get_batches_fn, the one training uses."""
     pairs = datasets.kitti_road_pairs(training_folder)
     rng = np.random.default_rng(0)
-    classic_ips = epochs_per_second(lambda: classic_batches(pairs, image_shape, batch_size, rng), min_seconds)
+    figures = {'pipeline_classic_ips': epochs_per_second(
+        lambda: classic_batches(pairs, image_shape, PIPELINE_BATCH_SIZE, rng), min_seconds)}
     started = time.perf_counter()
-    get_batches_fn = batches.TrainingBatches(pairs, image_shape)
-    decode_seconds = time.perf_counter() - started
-    project_ips = epochs_per_second(lambda: get_batches_fn(batch_size), min_seconds)
-    return classic_ips, project_ips, decode_seconds, get_batches_fn
+    plain = batches.TrainingBatches(pairs, image_shape)
+    figures['decode_once_s'] = time.perf_counter() - started
+    figures['pipeline_ips'] = epochs_per_second(lambda: plain(PIPELINE_BATCH_SIZE), min_seconds)
+    augmented = batches.TrainingBatches(pairs, image_shape, augment=True, augmentation=RECIPE_AUGMENTATION)
+    figures['pipeline_augmented_ips'] = epochs_per_second(lambda: augmented(PIPELINE_BATCH_SIZE), min_seconds)
+    cityscapes = batches.TrainingBatches(pairs, config.CITYSCAPES_RECIPE['image_shape'], augment=True,
+                                         augmentation=CITYSCAPES_AUGMENTATION)
+    figures['pipeline_augmented_ips_cityscapes'] = epochs_per_second(lambda: cityscapes(PIPELINE_BATCH_SIZE),
+                                                                     min_seconds)
+    figures.update(pipeline_threads=augmented.threads, pipeline_batch_size=PIPELINE_BATCH_SIZE,
+                   images=augmented.num_images,
+                   pipeline_speedup=figures['pipeline_ips'] / figures['pipeline_classic_ips'])
+    return figures, augmented
 
 
 def full_batches(get_batches_fn, batch_size):
@@ -427,8 +445,8 @@ def run_bench(args):
         yardsticks = matmul_flops_per_second(args.matmul_size), onednn_matmul_flops_per_second(args.matmul_size)
         training_folder = training_folder_for(args, scratch)
         progress('data pipelines on %s' % training_folder)
-        classic_ips, project_ips, decode_seconds, get_batches_fn = measure_pipelines(
-            training_folder, args.image_shape, args.batch_size, args.min_seconds * PIPELINE_SHARE)
+        pipelines, get_batches_fn = measure_pipelines(training_folder, args.image_shape,
+                                                      args.min_seconds * PIPELINE_SHARE)
         progress('writing a VGG16 of width %g with random weights' % args.width)
         vgg_path = write_random_vgg_apart(os.path.join(scratch, 'vgg'), args.width)
         progress('training and inference, at least %gs each' % args.min_seconds)
@@ -441,9 +459,8 @@ def run_bench(args):
             checkpoint_prefix, vgg_path, scratch, args.image_shape, args.batch_size, args.min_seconds)
         progress('that export converted to ONNX and run by onnxruntime, in a process of its own')
         onnx_step_s = measure_onnx_model_apart(scratch, args.image_shape, args.batch_size, args.min_seconds)
+    results.update(pipelines)
     results.update(
-        pipeline_classic_ips=classic_ips, pipeline_ips=project_ips, pipeline_speedup=project_ips / classic_ips,
-        decode_once_s=decode_seconds, images=get_batches_fn.num_images,
         forward_gflop_per_image=flops['forward'] / args.batch_size / 1e9,
         train_gflop_per_image=flops['train'] / args.batch_size / 1e9,
         matmul_gflops=yardsticks[0] / 1e9, onednn_matmul_gflops=yardsticks[1] / 1e9,
@@ -484,14 +501,25 @@ def _model_row(what, results, kind):
                 results[kind + '_flops_ratio_onednn']))
 
 
+def pipeline_rows(results):
+    """The table's rows for the data pipelines; the one marked is what `train` runs."""
+    return [
+        ('data, classic (read + resize every batch)', '%.1f images/s' % results['pipeline_classic_ips'],
+         'over %d training images, batches of %d' % (results['images'], results['pipeline_batch_size'])),
+        ('data, decoded once, augmentation off', '%.0f images/s' % results['pipeline_ips'],
+         '%.0fx classic; one-off decode %.2fs' % (results['pipeline_speedup'], results['decode_once_s'])),
+        ('data, decoded once, augmented: what train uses', '%.0f images/s' % results['pipeline_augmented_ips'],
+         "the KITTI recipe's flips, zoom %g-%g, colour jitter %g; %d threads" % (
+             *RECIPE_AUGMENTATION.zoom, RECIPE_AUGMENTATION.color, results['pipeline_threads'])),
+        ('  the same at Cityscapes\' input size', '%.0f images/s' % results['pipeline_augmented_ips_cityscapes'],
+         '%dx%d, the Cityscapes recipe\'s augmentation' % tuple(config.CITYSCAPES_RECIPE['image_shape'])),
+    ]
+
+
 def format_table(results):
     """The human-readable report (a list of lines)."""
     forward, train = results['forward_gflop_per_image'], results['train_gflop_per_image']
-    rows = [
-        ('data, classic (read + resize every batch)', '%.1f images/s' % results['pipeline_classic_ips'],
-         'over %d training images' % results['images']),
-        ('data, this project (decoded once)', '%.0f images/s' % results['pipeline_ips'],
-         '%.0fx classic; one-off decode %.2fs' % (results['pipeline_speedup'], results['decode_once_s'])),
+    rows = pipeline_rows(results) + [
         _model_row('training step (all layers, Adam)', results, 'train'),
         _model_row('inference (forward to softmax)', results, 'infer'),
         _model_row('exported model (float32), as main.py infer runs it', results, 'exported'),
@@ -529,7 +557,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description='Speed of the data pipelines, training and inference of FCN-8.')
     parser.add_argument('--image-shape', type=int, nargs=2, metavar=('H', 'W'), default=[160, 576],
                         help='network input size, multiples of %d (default: %%(default)s)' % config.OUTPUT_MULTIPLE)
-    parser.add_argument('--batch-size', type=int, default=2, help='(default: %(default)s)')
+    parser.add_argument('--batch-size', type=int, default=2,
+                        help='images per model step (default: %%(default)s; the data pipelines are timed on '
+                             "the recipe's batches of %d)" % PIPELINE_BATCH_SIZE)
     parser.add_argument('--data-dir', default=None,
                         help='a folder holding KITTI data_road/training (default: generate %d images of %dx%d)'
                              % ((GENERATED_IMAGES,) + KITTI_IMAGE_SHAPE[::-1]))

@@ -1,10 +1,14 @@
-"""Training batches: decode once, then shuffled, optionally augmented batches from memory, prepared ahead."""
+"""Training batches: decode once, then shuffled, optionally augmented batches from memory, prepared ahead by a
+pool of threads (Pillow and numpy release the GIL for their pixel loops, so the threads use every core)."""
+import collections
+import concurrent.futures
 import dataclasses
-import queue
-import threading
-from typing import Tuple
+import math
+import os
+from typing import NamedTuple, Tuple
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from roadseg import config
@@ -12,6 +16,10 @@ from roadseg.data import datasets, images
 
 # Brightness shift, in 0-255 levels, per unit of colour-jitter strength: 0.2 gives the classic +-20.
 BRIGHTNESS_LEVELS_PER_STRENGTH = 100.0
+# A zoom this close to 1 moves no pixel: the image is left unscaled.
+ZOOM_TOLERANCE = 0.01
+# Batches are made by one thread per core, at most this many (a GPU box's cores beyond them feed TensorFlow).
+MAX_BATCH_THREADS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,17 +41,35 @@ def load_training_pair(image_path, label_path, image_shape, to_onehot=datasets.k
     return images.resize_image(image, image_shape), to_onehot(images.resize_nearest(label, image_shape), label_path)
 
 
+class Jitter(NamedTuple):
+    """One training image's random transform (drawn by draw_jitters)."""
+    flip: bool          # mirrored left-right
+    zoom: float         # scale before the window is cut (or, below 1, the frame mirror-padded)
+    top: float          # where the window sits: a share in [0, 1) of the free rows ...
+    left: float         # ... and of the free columns
+    saturation: float   # colours this many times as far from their grey
+    gamma: float        # levels through x -> x^gamma on [0, 1]
+    contrast: float     # levels this many times as far from the image's mean
+    brightness: float   # levels added
+
+    @property
+    def moves_colours(self):
+        return (self.saturation, self.gamma, self.contrast, self.brightness) != (1, 1, 1, 0)
+
+
 class TrainingBatches:
     """`get_batches_fn(batch_size)` over (image, label) path pairs, as the classic train_nn calls it: each call
     yields one epoch of shuffled (images uint8 [B,H,W,3], one-hot labels bool [B,H,W,C]) batches, prepared ahead
-    in a background thread; with `augment`, jittered within the ranges of `augmentation`.
+    by a pool of `threads` threads (default: one per core, at most MAX_BATCH_THREADS) started once, on the
+    first call; with `augment`, jittered within the ranges of `augmentation`.
 
-    Every pair is decoded and resized once, up front. The order of the n-th call depends only on
-    (seed, first_epoch + n), so a resumed run sees the batches an uninterrupted one would.
+    Every pair is decoded and resized once, up front. The order and the jitter of the n-th call depend only on
+    (seed, first_epoch + n), so a resumed run sees the batches an uninterrupted one would; the threads change
+    when a batch is made, never what it holds.
     """
 
     def __init__(self, pairs, image_shape, seed=0, first_epoch=0, to_onehot=datasets.kitti_label_to_onehot,
-                 augment=False, augmentation=Augmentation()):
+                 augment=False, augmentation=Augmentation(), threads=None):
         decoded = [load_training_pair(image, label, image_shape, to_onehot)
                    for image, label in tqdm(pairs, desc='decoding %d images' % len(pairs), unit='img', leave=False)]
         self.images = np.stack([image for image, _ in decoded])
@@ -51,6 +77,8 @@ class TrainingBatches:
         self.num_classes = decoded[0][1].shape[-1]
         self.seed, self.epochs_served = seed, first_epoch
         self.augment, self.augmentation = augment, augmentation
+        self.threads = threads or default_threads()
+        self._pool = None
 
     @property
     def num_images(self):
@@ -60,21 +88,90 @@ class TrainingBatches:
         if batch_size < 1:
             raise ValueError('batch_size must be >= 1, got %r' % (batch_size,))
         order = np.random.default_rng([self.seed, self.epochs_served]).permutation(self.num_images)
-        jitter = np.random.default_rng([self.seed, self.epochs_served, 1])
+        jitters = [None] * len(order)
+        if self.augment:
+            jitters = draw_jitters(np.random.default_rng([self.seed, self.epochs_served, 1]), len(order),
+                                   self.augmentation)
         self.epochs_served += 1
-        return prefetch(self._epoch(order, jitter, batch_size))
+        return EpochFeed(self, order, jitters, batch_size).batches()
 
     def rewind_to(self, epoch):
         """The next call serves the batches of epoch `epoch` + 1 again: a rewound run sees those a resumed one would."""
         self.epochs_served = epoch
 
-    def _epoch(self, order, jitter, batch_size):
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            batch_images, batch_labels = self.images[batch], self.labels[batch]
-            if self.augment:
-                batch_images, batch_labels = augment_batch(jitter, batch_images, batch_labels, self.augmentation)
-            yield batch_images, onehot_batch(batch_labels, self.num_classes)
+    @property
+    def pool(self):
+        """The threads that make the batches, started on the first call and kept for every epoch after it."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix='training-batches')
+        return self._pool
+
+    def fill(self, batch_images, batch_labels, slot, index, jitter):
+        """Put image `index`, jittered by `jitter` (None: as it is), and its one-hot label at `slot` of a batch."""
+        image, ids = self.images[index], self.labels[index]
+        if jitter is not None:
+            image, ids = augment_pair(image, ids, jitter)
+        batch_images[slot] = image
+        batch_labels[slot] = onehot_batch(ids, self.num_classes)
+
+
+def default_threads():
+    """One thread per core this process may use (a GPU box's many cores make its batches), capped."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_BATCH_THREADS))
+
+
+class EpochFeed:
+    """One epoch's batches, made by the pool of `source` (a TrainingBatches): the first few are asked for at
+    once, and each one taken asks for the next, so that about two images per thread are always in the making."""
+
+    def __init__(self, source, order, jitters, batch_size):
+        self.source, self.batch_size = source, batch_size
+        self.pieces = [(order[start:start + batch_size], jitters[start:start + batch_size])
+                       for start in range(0, len(order), batch_size)]
+        self.pieces.reverse()  # taken from the end
+        self.pending = collections.deque()
+        for _ in range(max(2, math.ceil(2 * source.threads / batch_size))):
+            self._ask_for_next()
+
+    def _ask_for_next(self):
+        if self.pieces:
+            indices, jitters = self.pieces.pop()
+            self.pending.append(PendingBatch(self.source, indices, jitters))
+
+    def batches(self):
+        """The batches in order; those still in the making are cancelled when the consumer stops early."""
+        try:
+            while self.pending:
+                batch = self.pending.popleft()
+                self._ask_for_next()
+                yield batch.result()
+        finally:
+            for batch in self.pending:
+                batch.cancel()
+
+
+class PendingBatch:
+    """A batch's arrays, one image of it per pool task, each written into its own slot."""
+
+    def __init__(self, source, indices, jitters):
+        shape = source.images.shape[1:3]
+        self.images = np.empty((len(indices),) + source.images.shape[1:], np.uint8)
+        self.labels = np.empty((len(indices),) + shape + (source.num_classes,), bool)
+        self.tasks = [source.pool.submit(source.fill, self.images, self.labels, slot, index, jitter)
+                      for slot, (index, jitter) in enumerate(zip(indices, jitters))]
+
+    def result(self):
+        for task in self.tasks:
+            task.result()  # a task's error is raised here, in the consumer
+        return self.images, self.labels
+
+    def cancel(self):
+        for task in self.tasks:
+            task.cancel()
 
 
 def class_ids(onehot):
@@ -84,42 +181,123 @@ def class_ids(onehot):
 
 
 def onehot_batch(ids, num_classes):
-    """class_ids' inverse for a batch: [B, H, W] ids -> [B, H, W, C] bool, id C (not labelled) all zero."""
-    return np.eye(num_classes + 1, num_classes, dtype=bool)[ids]
+    """class_ids' inverse, for any leading shape: [..., H, W] ids -> [..., H, W, C] bool, id C (not labelled) all
+    zero. Each id picks a whole C-byte row of a table in one gather (numpy's fancy indexing of a bool table, one
+    byte at a time, was the slowest part of a batch)."""
+    table = np.eye(num_classes + 1, num_classes, dtype=bool)
+    row_type = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(num_classes, np.dtype('V%d' % num_classes))
+    rows = table.view(row_type).reshape(-1)
+    return rows.take(ids).view(bool).reshape(ids.shape + (num_classes,))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def draw_jitters(rng, count, augmentation=Augmentation()):
+    """`count` images' Jitters, all drawn at once from `rng`: a flip half of the time; zoom, window place,
+    saturation and contrast uniform in their ranges; gamma e^uniform(-S, S); brightness uniform +-100*S levels."""
+    strength = augmentation.color
+
+    def spread():
+        return rng.uniform(1 - strength, 1 + strength, count)
+
+    columns = (rng.random(count) < 0.5, rng.uniform(*augmentation.zoom, count), rng.random(count), rng.random(count),
+               spread(), np.exp(rng.uniform(-strength, strength, count)), spread(),
+               rng.uniform(-1, 1, count) * strength * BRIGHTNESS_LEVELS_PER_STRENGTH)
+    return [Jitter(bool(flip), *map(float, rest)) for flip, *rest in zip(*columns)]
 
 
 def augment_batch(rng, batch_images, batch_labels, augmentation=Augmentation()):
-    """Random horizontal flip and zoom (labels moved alike), then colour jitter (images only).
+    """Random horizontal flip and zoom (labels moved alike), then colour jitter (images only), drawn from `rng`.
 
     Images uint8 [B, H, W, 3] and labels [B, H, W] (class ids) or [B, H, W, C] (one-hot) come back with the same
     shapes and types.
     """
-    batch_images, batch_labels = batch_images.copy(), batch_labels.copy()
-    for i in range(len(batch_images)):
-        if rng.random() < 0.5:
-            batch_images[i], batch_labels[i] = batch_images[i][:, ::-1], batch_labels[i][:, ::-1]
-        zoom = rng.uniform(*augmentation.zoom)
-        if abs(zoom - 1) > 0.01:
-            batch_images[i], batch_labels[i] = _zoom(rng, batch_images[i], batch_labels[i], zoom)
-    return jitter_colours(rng, batch_images, augmentation.color), batch_labels
+    moved = [augment_pair(image, label, jitter) for image, label, jitter
+             in zip(batch_images, batch_labels, draw_jitters(rng, len(batch_images), augmentation))]
+    return np.stack([image for image, _ in moved]), np.stack([label for _, label in moved])
 
 
-def jitter_colours(rng, batch_images, strength):
-    """Saturation, gamma, contrast and brightness of each image changed at random: other light, other cameras."""
-    shape = (len(batch_images), 1, 1, 1)
+def augment_pair(image, label, jitter):
+    """One image (uint8 [H, W, 3]) and its label ([H, W] or [H, W, C]) moved alike, then the image's colours
+    jittered. The label takes the source pixel nearest to where the image samples, so the two stay aligned."""
+    size = zoomed_size(image.shape[:2], jitter.zoom)
+    offsets = [int(share * (abs(zoomed - side) + 1)) for share, zoomed, side in zip((jitter.top, jitter.left), size,
+                                                                                   image.shape[:2])]
+    rows, columns = (nearest_sources(side, zoomed, offset)
+                     for side, zoomed, offset in zip(image.shape[:2], size, offsets))
+    picture = zoomed_picture(image, size, offsets)
+    if jitter.flip:
+        columns, picture = columns[::-1], picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(jitter_colours(picture, jitter)), label.take(rows, axis=0).take(columns, axis=1)
 
-    def factors():
-        return rng.uniform(1 - strength, 1 + strength, size=shape)
 
-    pixels = saturate(batch_images.astype(np.float32), factors())
-    pixels = apply_gamma(pixels, np.exp(rng.uniform(-strength, strength, size=shape)))
-    mean = pixels.mean(axis=(1, 2, 3), keepdims=True)
-    brightness = rng.uniform(-1, 1, size=shape) * strength * BRIGHTNESS_LEVELS_PER_STRENGTH
-    return np.clip((pixels - mean) * factors() + mean + brightness, 0, 255).round().astype(np.uint8)
+def zoomed_size(shape, zoom):
+    """(H, W) of the image scaled by `zoom`; the image's own within ZOOM_TOLERANCE."""
+    if abs(zoom - 1) <= ZOOM_TOLERANCE:
+        return tuple(shape)
+    return tuple(int(round(side * zoom)) for side in shape)
+
+
+def window_positions(side, zoomed, offset):
+    """Where the window's `side` positions fall in the image scaled to `zoomed`: a crop from `offset`, or when it
+    is smaller, that image in a frame mirrored about its edges (numpy's 'symmetric' padding) from `offset`."""
+    positions = np.arange(side) + (offset if zoomed >= side else -offset)
+    if zoomed >= side:
+        return positions
+    folded = positions % (2 * zoomed)
+    return np.where(folded < zoomed, folded, 2 * zoomed - 1 - folded)
+
+
+def nearest_sources(side, zoomed, offset):
+    """The source pixel nearest each window position (images.resize_nearest's rule): where the label is read."""
+    positions = window_positions(side, zoomed, offset)
+    sources = np.floor((positions + 0.5) * (side / zoomed) - 0.5 + 0.5).astype(np.intp)
+    return np.clip(sources, 0, side - 1)
+
+
+def zoomed_picture(image, size, offsets):
+    """The image scaled to `size` and cut (or mirror-framed) at `offsets`, bilinear, as a Pillow image.
+
+    Above 1, Pillow resamples just the window (a box in source pixels) in one C pass, releasing the GIL; its
+    bilinear filter on an enlargement is plain bilinear sampling at the pixel centres resize_bilinear uses.
+    Below 1 (rare) the numpy resize and a mirrored gather, as the classic augmentation did.
+    """
+    (height, width), (top, left) = image.shape[:2], offsets
+    if tuple(size) == (height, width):
+        return Image.fromarray(image)
+    if size[0] < height or size[1] < width:
+        small = images.resize_image(image, size)
+        rows, columns = (window_positions(side, zoomed, offset) for side, zoomed, offset
+                         in zip((height, width), size, offsets))
+        return Image.fromarray(np.ascontiguousarray(small.take(rows, axis=0).take(columns, axis=1)))
+    scale_y, scale_x = height / size[0], width / size[1]
+    box = (left * scale_x, top * scale_y, (left + width) * scale_x, (top + height) * scale_y)
+    return Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR, box=box)
+
+
+def jitter_colours(picture, jitter):
+    """Saturation, gamma, contrast and brightness changed (other light, other cameras): Pillow's colour matrix
+    for the saturation, then one 256-level table for the rest, built from the image's histogram (the contrast
+    turns about the mean level after the gamma)."""
+    if not jitter.moves_colours:
+        return picture
+    picture = picture.convert('RGB', saturation_matrix(jitter.saturation))
+    counts = np.asarray(picture.histogram(), np.float64).reshape(3, 256).sum(axis=0)
+    curve = apply_gamma(np.arange(256.0), jitter.gamma)
+    mean = counts @ curve / counts.sum()
+    table = np.clip((curve - mean) * jitter.contrast + mean + jitter.brightness, 0, 255).round().astype(np.uint8)
+    return picture.point(table.tolist() * 3)
+
+
+def saturation_matrix(factor):
+    """Pillow's RGB -> RGB matrix of `saturate`: each channel `factor` times as far from the mean of the three."""
+    share = (1 - factor) / 3
+    return tuple(value for channel in range(3) for value in [share + factor * (channel == k) for k in range(3)] + [0])
 
 
 def saturate(pixels, factor):
-    """Colours `factor` times as far from their grey (0: grey, 1: unchanged); float 0-255 in and out."""
+    """Colours `factor` times as far from their grey (0: grey, 1: unchanged); float 0-255 in and out. The numpy
+    reference of saturation_matrix."""
     grey = pixels.mean(axis=-1, keepdims=True)
     return np.clip(grey + (pixels - grey) * factor, 0, 255)
 
@@ -127,41 +305,3 @@ def saturate(pixels, factor):
 def apply_gamma(pixels, gamma):
     """0-255 levels through x -> x^gamma on [0, 1]: above 1 darker mid-tones (dusk), below 1 lighter (haze)."""
     return 255 * (pixels / 255) ** gamma
-
-
-def _zoom(rng, image, label, zoom):
-    """Scale by `zoom`, then a random window of the original size: a crop, or below 1 a frame mirror-padded."""
-    height, width = image.shape[:2]
-    size = (int(round(height * zoom)), int(round(width * zoom)))
-    image, label = images.resize_image(image, size), images.resize_nearest(label, size)
-    top, left = rng.integers(0, abs(size[0] - height) + 1), rng.integers(0, abs(size[1] - width) + 1)
-    if zoom < 1:
-        frame = [(top, height - size[0] - top), (left, width - size[1] - left)]
-        return (np.pad(image, frame + [(0, 0)], mode='symmetric'),
-                np.pad(label, frame + [(0, 0)] * (label.ndim - 2), mode='symmetric'))
-    crop = (slice(top, top + height), slice(left, left + width))
-    return image[crop], label[crop]
-
-
-def prefetch(iterator, depth=2):
-    """Iterate `iterator` in a background thread, up to `depth` items ahead (batch preparation overlaps the
-    training step; numpy and TensorFlow release the GIL for their heavy work)."""
-    items = queue.Queue(maxsize=depth)
-    done = object()
-
-    def produce():
-        try:
-            for item in iterator:
-                items.put(item)
-        except BaseException as error:  # handed to the consumer, raised there
-            items.put(error)
-        items.put(done)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while True:
-        item = items.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
