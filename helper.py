@@ -19,7 +19,7 @@ def gen_batch_function(data_folder, image_shape, pairs=None, seed=0, first_epoch
     """`get_batches_fn(batch_size)` over a KITTI Road training folder (or the given (image, label) `pairs`).
 
     Every image is decoded and resized once, up front; each call then yields shuffled (images uint8
-    [B,H,W,3], labels bool [B,H,W,classes]) batches from memory, prepared ahead in a background thread.
+    [B,H,W,3], labels bool [B,H,W,classes]) batches from memory, prepared ahead by a pool of threads started once.
     """
     pairs = datasets.kitti_road_pairs(data_folder) if pairs is None else list(pairs)
     return batches.TrainingBatches(pairs, image_shape, seed, first_epoch, label_to_onehot, augment)
