@@ -4,6 +4,7 @@ A kill, a Ctrl-C or a full disk at any moment leaves either the old file or fold
 half-written one. Temporary names start with STAGING_PREFIX, so leftovers of a killed write can be found.
 """
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -111,6 +112,13 @@ def remove_leftovers(parent):
         if entry.startswith(STAGING_PREFIX):
             path = os.path.join(parent, entry)
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+
+
+def why_unwritable(folder):
+    """Why a folder that os.access finds unwritable is so, as os.strerror says it: a read-only file system, or
+    permissions."""
+    read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+    return os.strerror(errno.EROFS if read_only else errno.EACCES)
 
 
 def new_timestamped_folder(parent):

@@ -88,7 +88,8 @@ def test_out_inside_a_run_folder_or_on_a_file_is_refused_in_one_line(tmp_path):
         f.write('the user keeps this')
     cases = [(run, 'is a run folder'), (os.path.join(run, 'export'), 'is inside the run folder'),
              (os.path.join(run, 'export', 'variables', 'new', 'deeper'), 'is inside the run folder'),
-             (a_file, 'is a file; give a folder (new or existing)'), (os.path.join(a_file, 'sub'), 'cannot be a folder')]
+             (a_file, 'is a file; give a folder (new or existing)'),
+             (os.path.join(a_file, 'sub'), 'cannot be a folder')]
     for out, expected in cases:
         # The model is never opened: these are refused first (any path stands for it).
         finished = main_py(['infer', '--model', str(tmp_path / 'no-model'), picture, '--out', out])

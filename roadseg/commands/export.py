@@ -33,7 +33,8 @@ def check_target(target, overwrite):
         raise OutputError('--onnx %s: the name is longer than the file system takes (%d bytes); choose a shorter '
                           'one' % (target[:60] + '...', name_max))
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError('cannot write in %s (permission denied); choose a writable --onnx path' % existing)
+        raise OutputError('cannot write in %s (%s); choose a writable --onnx path'
+                          % (existing, atomic.why_unwritable(existing)))
     if os.path.lexists(target) and not overwrite:
         raise OutputError('%s already exists; pass --overwrite to replace it, or choose another --onnx path' % target)
     try:

@@ -130,7 +130,8 @@ def check_out_folder(out_dir):
         raise OutputError('--out %s is inside the run folder %s: its files belong to its model (finish replaces '
                           'them). Choose a folder outside it' % (out_dir, run))
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError('cannot write in %s (permission denied); choose a writable --out' % existing)
+        raise OutputError('cannot write in %s (%s); choose a writable --out'
+                          % (existing, atomic.why_unwritable(existing)))
 
 
 def check_name_lengths(plan, out_dir):
