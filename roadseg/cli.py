@@ -158,7 +158,8 @@ def _add_model_commands(commands):
     _add_relocation_flags(finish)
     _add_verbose_flag(finish)
     evaluate = commands.add_parser('evaluate', help='road measures of a trained model')
-    evaluate.add_argument('--model', required=True, help='a run folder, or its export/ folder')
+    evaluate.add_argument('--model', required=True, help='a run folder, its export/ folder, or an .onnx file made by '
+                                                             'python main.py export')
     evaluate.add_argument('--data-dir', default='data',
                           help='KITTI: every labelled image of <data-dir>/data_road/training; CamVid: the split '
                                '--split names; Cityscapes: its val split (default: data)')
