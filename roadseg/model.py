@@ -6,6 +6,7 @@ import collections
 import os
 
 from google.protobuf import message
+from tensorflow.core.protobuf import saved_model_pb2
 
 from roadseg.config import ADAM_EPSILON, AT_ONCE_SKIP_SCALES, VGG_TAG, VGG_TENSOR_NAMES
 from roadseg.errors import RunFolderError, VGGModelError
@@ -191,3 +192,12 @@ def restore_checkpoint(sess, prefix):
         raise RunFolderError('%s is damaged (%s); delete that checkpoint folder to go on from the other one '
                              '(checkpoints/best or checkpoints/last), or start a new run'
                              % (os.path.dirname(prefix), str(error).strip().splitlines()[0][:120])) from None
+
+
+def read_saved_model(folder):
+    """The SavedModel proto of `folder`'s saved_model.pb, parsed without building a graph (OSError or
+    protobuf's message.Error when it is missing or damaged)."""
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(folder, 'saved_model.pb'), 'rb') as f:
+        saved.ParseFromString(f.read())
+    return saved

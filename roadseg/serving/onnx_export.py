@@ -17,9 +17,8 @@ import sys
 import numpy as np
 import onnx
 import tf2onnx
-from tensorflow.core.protobuf import saved_model_pb2
 
-from roadseg import config, process
+from roadseg import config, model, process
 from roadseg.config import RunConfig
 from roadseg.data import images, roadgen
 from roadseg.errors import DatasetError, ModelError, UserError
@@ -47,10 +46,7 @@ PURE_PYTHON_PROTOBUF = {'PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION': 'python'}
 
 def serving_signature(export_dir):
     """The export's serving_default SignatureDef, read from its saved_model.pb."""
-    saved_model = saved_model_pb2.SavedModel()
-    with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
-        saved_model.ParseFromString(f.read())
-    for meta_graph in saved_model.meta_graphs:
+    for meta_graph in model.read_saved_model(export_dir).meta_graphs:
         if inference.SIGNATURE in meta_graph.signature_def:
             return meta_graph.signature_def[inference.SIGNATURE]
     raise ModelError('%s has no %s signature: it was exported by an older version; re-export it with python '
@@ -107,12 +103,12 @@ def convert(export_dir, opset=config.ONNX_OPSET):
         exported.close()  # the weights are in graph_def now: one copy less during the conversion
     names = dict(signature.inputs.items()) | dict(signature.outputs.items())
     with tf2onnx_messages() as messages:
-        model, _ = tf2onnx.convert.from_graph_def(
+        onnx_proto, _ = tf2onnx.convert.from_graph_def(
             graph_def, name='fcn8', input_names=[tensor.name for tensor in signature.inputs.values()],
             output_names=[tensor.name for tensor in signature.outputs.values()], opset=opset,
             tensors_to_rename={tensor.name: key for key, tensor in names.items()})
-    onnx.helper.set_model_props(model, {onnx_model.MODEL_INFO_KEY: info.to_json()})
-    return model, messages
+    onnx.helper.set_model_props(onnx_proto, {onnx_model.MODEL_INFO_KEY: info.to_json()})
+    return onnx_proto, messages
 
 
 def convert_apart(export_dir, path, opset=config.ONNX_OPSET):
@@ -135,11 +131,11 @@ def convert_apart(export_dir, path, opset=config.ONNX_OPSET):
 
 def _convert_command(export_dir, path, opset):
     try:
-        model, messages = convert(export_dir, int(opset))
+        onnx_proto, messages = convert(export_dir, int(opset))
     except UserError as error:
         print(error, file=sys.stderr)
         sys.exit(USER_ERROR_STATUS)
-    onnx.save_model(model, path)
+    onnx.save_model(onnx_proto, path)
     print(json.dumps(messages))
 
 

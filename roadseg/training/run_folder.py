@@ -27,9 +27,8 @@ import shutil
 
 import imageio.v3 as iio
 from google.protobuf import message
-from tensorflow.core.protobuf import saved_model_pb2
 
-from roadseg import atomic
+from roadseg import atomic, model
 from roadseg.config import RUN_CONFIG_FILE, VGG_TAG, VGG_TENSOR_NAMES, RunConfig
 from roadseg.data import downloads
 from roadseg.errors import RunFolderError
@@ -242,10 +241,8 @@ def vgg_problem(vgg_path, run):
     """What keeps the SavedModel at `vgg_path` from being the run's VGG16 (None if nothing), read from its files
     without building a graph: its saved_model.pb parses, has the graph tagged vgg16 with the five tensors, and
     its variables have the names and shapes of those in the run's checkpoint (which restores their values)."""
-    saved = saved_model_pb2.SavedModel()
     try:
-        with open(os.path.join(vgg_path, 'saved_model.pb'), 'rb') as f:
-            saved.ParseFromString(f.read())
+        saved = model.read_saved_model(vgg_path)
     except (OSError, message.Error) as error:
         return 'has a damaged saved_model.pb (%s)' % type(error).__name__
     graphs = [graph for graph in saved.meta_graphs if VGG_TAG in graph.meta_info_def.tags]
