@@ -137,7 +137,6 @@ def test_a_zoom_below_one_frames_the_image_as_numpys_symmetric_padding_does():
     for side, zoomed, offset in ((10, 7, 2), (10, 4, 0), (10, 4, 6), (9, 3, 5), (8, 8, 0)):
         expected = np.pad(np.arange(zoomed), (offset, side - zoomed - offset), mode='symmetric')
         assert batches.window_positions(side, zoomed, offset).tolist() == expected.tolist(), (side, zoomed, offset)
-    assert batches.window_positions(8, 11, 3).tolist() == list(range(3, 11)), 'above 1: a crop'
 
 
 def test_colour_jitter_is_the_reference_formula_within_a_level():
@@ -149,7 +148,7 @@ def test_colour_jitter_is_the_reference_formula_within_a_level():
         pixels = batches.apply_gamma(batches.saturate(image.astype(np.float64), jitter.saturation), jitter.gamma)
         mean = pixels.mean()
         expected = np.clip((pixels - mean) * jitter.contrast + mean + jitter.brightness, 0, 255)
-        jittered = np.asarray(batches.jitter_colours(batches.Image.fromarray(image), jitter))
+        jittered = batches.jitter_colours(image, jitter)
         assert np.abs(jittered - expected).max() <= 1.5, jitter
 
 

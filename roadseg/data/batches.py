@@ -1,5 +1,5 @@
 """Training batches: decode once, then shuffled, optionally augmented batches from memory, prepared ahead by a
-pool of threads (Pillow and numpy release the GIL for their pixel loops, so the threads use every core)."""
+pool of threads (OpenCV and numpy release the GIL for their pixel loops, so the threads use every core)."""
 import collections
 import concurrent.futures
 import dataclasses
@@ -7,8 +7,8 @@ import math
 import os
 from typing import NamedTuple, Tuple
 
+import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from roadseg import config
@@ -103,6 +103,7 @@ class TrainingBatches:
     def pool(self):
         """The threads that make the batches, started on the first call and kept for every epoch after it."""
         if self._pool is None:
+            cv2.setNumThreads(1)  # the pool is the parallelism: OpenCV's own threads would only contend with it
             self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix='training-batches')
         return self._pool
 
@@ -220,79 +221,70 @@ def augment_batch(rng, batch_images, batch_labels, augmentation=Augmentation()):
 def augment_pair(image, label, jitter):
     """One image (uint8 [H, W, 3]) and its label ([H, W] or [H, W, C]) moved alike, then the image's colours
     jittered. The label takes the source pixel nearest to where the image samples, so the two stay aligned."""
-    size = zoomed_size(image.shape[:2], jitter.zoom)
-    offsets = [int(share * (abs(zoomed - side) + 1)) for share, zoomed, side in zip((jitter.top, jitter.left), size,
-                                                                                   image.shape[:2])]
-    rows, columns = (nearest_sources(side, zoomed, offset)
-                     for side, zoomed, offset in zip(image.shape[:2], size, offsets))
-    picture = zoomed_picture(image, size, offsets)
+    if jitter.zoom >= 1:
+        picture, rows, columns = cropped_and_enlarged(image, jitter)
+    else:
+        picture, rows, columns = shrunk_and_framed(image, jitter)
     if jitter.flip:
-        columns, picture = columns[::-1], picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return np.asarray(jitter_colours(picture, jitter)), label.take(rows, axis=0).take(columns, axis=1)
+        picture, columns = cv2.flip(picture, 1), columns[::-1]
+    return jitter_colours(picture, jitter), label.take(rows, axis=0).take(columns, axis=1)
 
 
-def zoomed_size(shape, zoom):
-    """(H, W) of the image scaled by `zoom`; the image's own within ZOOM_TOLERANCE."""
-    if abs(zoom - 1) <= ZOOM_TOLERANCE:
-        return tuple(shape)
-    return tuple(int(round(side * zoom)) for side in shape)
+def cropped_and_enlarged(image, jitter):
+    """Zoom >= 1: a window 1/zoom of each side (whole pixels), placed at the jitter's shares of the free rows and
+    columns, enlarged back to the image's size; and the source rows and columns the label is read from."""
+    shape = image.shape[:2]
+    if jitter.zoom - 1 <= ZOOM_TOLERANCE:
+        return image, np.arange(shape[0]), np.arange(shape[1])
+    (top, height), (left, width) = (window(side, jitter.zoom, share)
+                                    for side, share in zip(shape, (jitter.top, jitter.left)))
+    picture = images.resize_image(image[top:top + height, left:left + width], shape)
+    return (picture, top + images.nearest_sources(shape[0], height),
+            left + images.nearest_sources(shape[1], width))
+
+
+def window(side, zoom, share):
+    """(start, length) of a window 1/zoom of `side` at `share` of the free positions."""
+    length = max(1, int(round(side / zoom)))
+    return int(share * (side - length + 1)), length
+
+
+def shrunk_and_framed(image, jitter):
+    """Zoom < 1 (rare): the image shrunk by the zoom, in a frame mirrored about its edges, the window placed at
+    the jitter's shares; and the source rows and columns the label is read from."""
+    shape = image.shape[:2]
+    size = [max(1, int(round(side * jitter.zoom))) for side in shape]
+    rows, columns = (window_positions(side, zoomed, int(share * (side - zoomed + 1)))
+                     for side, zoomed, share in zip(shape, size, (jitter.top, jitter.left)))
+    small = images.resize_image(image, size)
+    return (np.ascontiguousarray(small.take(rows, axis=0).take(columns, axis=1)),
+            images.nearest_sources(size[0], shape[0])[rows], images.nearest_sources(size[1], shape[1])[columns])
 
 
 def window_positions(side, zoomed, offset):
-    """Where the window's `side` positions fall in the image scaled to `zoomed`: a crop from `offset`, or when it
-    is smaller, that image in a frame mirrored about its edges (numpy's 'symmetric' padding) from `offset`."""
-    positions = np.arange(side) + (offset if zoomed >= side else -offset)
-    if zoomed >= side:
-        return positions
-    folded = positions % (2 * zoomed)
+    """The positions, in the image shrunk to `zoomed`, of `side` window positions from `offset` in that image
+    framed by its mirror about its edges (numpy's 'symmetric' padding)."""
+    folded = (np.arange(side) - offset) % (2 * zoomed)
     return np.where(folded < zoomed, folded, 2 * zoomed - 1 - folded)
 
 
-def nearest_sources(side, zoomed, offset):
-    """The source pixel nearest each window position (images.resize_nearest's rule): where the label is read."""
-    positions = window_positions(side, zoomed, offset)
-    sources = np.floor((positions + 0.5) * (side / zoomed) - 0.5 + 0.5).astype(np.intp)
-    return np.clip(sources, 0, side - 1)
-
-
-def zoomed_picture(image, size, offsets):
-    """The image scaled to `size` and cut (or mirror-framed) at `offsets`, bilinear, as a Pillow image.
-
-    Above 1, Pillow resamples just the window (a box in source pixels) in one C pass, releasing the GIL; its
-    bilinear filter on an enlargement is plain bilinear sampling at the pixel centres resize_bilinear uses.
-    Below 1 (rare) the numpy resize and a mirrored gather, as the classic augmentation did.
-    """
-    (height, width), (top, left) = image.shape[:2], offsets
-    if tuple(size) == (height, width):
-        return Image.fromarray(image)
-    if size[0] < height or size[1] < width:
-        small = images.resize_image(image, size)
-        rows, columns = (window_positions(side, zoomed, offset) for side, zoomed, offset
-                         in zip((height, width), size, offsets))
-        return Image.fromarray(np.ascontiguousarray(small.take(rows, axis=0).take(columns, axis=1)))
-    scale_y, scale_x = height / size[0], width / size[1]
-    box = (left * scale_x, top * scale_y, (left + width) * scale_x, (top + height) * scale_y)
-    return Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR, box=box)
-
-
-def jitter_colours(picture, jitter):
-    """Saturation, gamma, contrast and brightness changed (other light, other cameras): Pillow's colour matrix
-    for the saturation, then one 256-level table for the rest, built from the image's histogram (the contrast
-    turns about the mean level after the gamma)."""
+def jitter_colours(image, jitter):
+    """Saturation, gamma, contrast and brightness changed (other light, other cameras): a colour matrix for the
+    saturation, then one 256-level table for the rest, built from the image's histogram (the contrast turns about
+    the mean level after the gamma). OpenCV rounds and saturates to uint8 at each step."""
     if not jitter.moves_colours:
-        return picture
-    picture = picture.convert('RGB', saturation_matrix(jitter.saturation))
-    counts = np.asarray(picture.histogram(), np.float64).reshape(3, 256).sum(axis=0)
+        return image
+    saturated = cv2.transform(image, saturation_matrix(jitter.saturation))
+    counts = cv2.calcHist([saturated.reshape(saturated.shape[0], -1)], [0], None, [256], [0, 256]).ravel()
     curve = apply_gamma(np.arange(256.0), jitter.gamma)
     mean = counts @ curve / counts.sum()
     table = np.clip((curve - mean) * jitter.contrast + mean + jitter.brightness, 0, 255).round().astype(np.uint8)
-    return picture.point(table.tolist() * 3)
+    return cv2.LUT(saturated, table)
 
 
 def saturation_matrix(factor):
-    """Pillow's RGB -> RGB matrix of `saturate`: each channel `factor` times as far from the mean of the three."""
-    share = (1 - factor) / 3
-    return tuple(value for channel in range(3) for value in [share + factor * (channel == k) for k in range(3)] + [0])
+    """The 3x3 RGB -> RGB matrix of `saturate`: each channel `factor` times as far from the mean of the three."""
+    return np.full((3, 3), (1 - factor) / 3, np.float32) + np.float32(factor) * np.eye(3, dtype=np.float32)
 
 
 def saturate(pixels, factor):

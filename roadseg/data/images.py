@@ -1,4 +1,5 @@
-"""Decoding, resizing and painting images (numpy only: scipy.misc's imread/imresize are gone)."""
+"""Decoding, resizing and painting images (scipy.misc's imread/imresize are gone: imageio decodes, OpenCV resizes)."""
+import cv2
 import imageio.v3 as iio
 import numpy as np
 
@@ -36,36 +37,28 @@ def to_rgb8(image, path='image'):
     return np.ascontiguousarray(image[:, :, :3])
 
 
-def _source_coordinates(out_size, in_size):
-    """Half-pixel-centre sample positions, as tf.image.resize and OpenCV use."""
-    return (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
-
-
-def resize_bilinear(image, shape):
-    """Bilinear resize of an HxWxC image to `shape` (H, W); returns float32."""
-    height, width = shape
-    ys = np.clip(_source_coordinates(height, image.shape[0]), 0, image.shape[0] - 1)
-    xs = np.clip(_source_coordinates(width, image.shape[1]), 0, image.shape[1] - 1)
-    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-    y1, x1 = np.minimum(y0 + 1, image.shape[0] - 1), np.minimum(x0 + 1, image.shape[1] - 1)
-    wy, wx = (ys - y0)[:, None, None].astype(np.float32), (xs - x0)[None, :, None].astype(np.float32)
-    image = image.astype(np.float32, copy=False)
-    top = image[y0][:, x0] * (1 - wx) + image[y0][:, x1] * wx
-    bottom = image[y1][:, x0] * (1 - wx) + image[y1][:, x1] * wx
-    return top * (1 - wy) + bottom * wy
+def nearest_sources(out_size, in_size):
+    """For each of `out_size` positions, the index of the `in_size` pixel whose centre is nearest the position's
+    half-pixel-centre sample (as tf.image.resize and OpenCV place it): where a label is read, so that it stays on
+    the pixels a bilinear image samples."""
+    centres = (np.arange(out_size) + 0.5) * (in_size / out_size)
+    return np.minimum(np.floor(centres).astype(np.intp), in_size - 1)
 
 
 def resize_nearest(label, shape):
     """Nearest-neighbour resize: label colours are never blended."""
     height, width = shape
-    ys = np.minimum(np.floor(_source_coordinates(height, label.shape[0]) + 0.5).astype(int), label.shape[0] - 1)
-    xs = np.minimum(np.floor(_source_coordinates(width, label.shape[1]) + 0.5).astype(int), label.shape[1] - 1)
-    return label[np.maximum(ys, 0)][:, np.maximum(xs, 0)]
+    return label.take(nearest_sources(height, label.shape[0]), axis=0).take(
+        nearest_sources(width, label.shape[1]), axis=1)
 
 
 def resize_image(image, shape):
-    """Resize an RGB image for the network: bilinear, back to uint8."""
-    return np.clip(np.rint(resize_bilinear(image, shape)), 0, 255).astype(np.uint8)
+    """Resize a uint8 RGB image for the network: bilinear at half-pixel centres, as tf.image.resize (no
+    antialiasing), in OpenCV's fixed-point SIMD code (about 6x numpy's float version)."""
+    height, width = shape
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def class_overlay(image, class_ids, palette):
