@@ -27,7 +27,8 @@ DATASETS = ('auto', 'kitti', 'camvid', 'cityscapes')
 # command -> (module, function), imported when the command runs.
 COMMANDS = {'train': ('roadseg.commands.train', 'train'), 'demo': ('roadseg.commands.train', 'demo'),
             'finish': ('roadseg.commands.finish', 'finish'), 'evaluate': ('roadseg.commands.evaluate', 'evaluate'),
-            'infer': ('roadseg.commands.infer', 'infer'), 'export': ('roadseg.commands.export', 'export')}
+            'infer': ('roadseg.commands.infer', 'infer'), 'export': ('roadseg.commands.export', 'export'),
+            'demo --folds': ('roadseg.commands.folds', 'leave_one_drive_out')}
 
 
 def default_of(recipe, name):
@@ -87,8 +88,9 @@ def _add_run_flags(parser, vgg_default):
                         help='float16 (GPU, with loss scaling) or bfloat16 (CPU) compute, float32 weights')
     parser.add_argument('--plain-malloc', action='store_true',
                         help="leave glibc's malloc settings alone (docs/performance.md)")
-    parser.add_argument('--val-drive', help='CamVid: the drive held out for validation, never trained on '
-                                            '(default: %s)' % config.DEFAULT_VAL_DRIVE)
+    parser.add_argument('--val-drive', help='CamVid: the drive held out for validation, never trained on; %s: '
+                                            'every drive trains and the last epoch is the model (default: %s)'
+                        % (config.NO_VAL_DRIVE, config.DEFAULT_VAL_DRIVE))
     _add_verbose_flag(parser)
 
 
@@ -149,6 +151,10 @@ def _add_demo_parser(commands):
                        width, folder))
     _add_recipe_flags(parser, config.GENERATED_DEMO_RECIPE)
     _add_run_flags(parser, 'data/demo/vgg, built with random weights if absent')
+    parser.add_argument('--folds', action='store_true',
+                        help='CamVid: leave-one-drive-out instead of one run: each drive of train/ and val/ held out '
+                             'in turn by a run of these flags, and a table of the held-out road IoUs, their mean and '
+                             'worst (into <runs-dir>/folds/; test/ is never read)')
 
 
 def _add_model_commands(commands):
@@ -260,7 +266,8 @@ def apply_recipe(args):
 
 
 def validate_training_args(args):
-    problems = [problem for check in (_check_sizes, _check_rates, _check_augmentation, _check_train_only)
+    problems = [problem for check in (_check_sizes, _check_rates, _check_augmentation, _check_train_only,
+                                      _check_demo_only)
                 for problem in check(args)]
     if problems:
         raise errors.UserError('; '.join(problems))
@@ -318,6 +325,11 @@ def _check_train_only(args):
         yield '--val-fraction must be in [0, 1)'
 
 
+def _check_demo_only(args):
+    if 'folds' in args.given and 'val_drive' in args.given:
+        yield '--folds holds out each drive in turn, so --val-drive %s does not apply: drop it' % args.val_drive
+
+
 def set_up_process(args):
     """Process-wide speed settings, before the first Session (see roadseg.process)."""
     if args.command in ('evaluate', 'infer'):
@@ -344,7 +356,7 @@ def run(argv=None, own_process=False):
         args = parse_args(argv)
         if own_process:
             set_up_process(args)
-        module, function = COMMANDS[args.command]
+        module, function = COMMANDS['demo --folds' if getattr(args, 'folds', False) else args.command]
         getattr(importlib.import_module(module), function)(args)
     except (errors.UserError, KeyboardInterrupt, OSError) as error:
         if own_process:

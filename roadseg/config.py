@@ -32,6 +32,8 @@ RUN_CONFIG_FILE = 'run.json'
 VGG_SOURCES = ('udacity', 'keras')
 # CamVid's drive held out for validation by default: 101 images that no CamVid training sees.
 DEFAULT_VAL_DRIVE = '0006R0'
+# --val-drive none: every CamVid drive trains, and the last epoch is the model.
+NO_VAL_DRIVE = 'none'
 # Cityscapes' train cities held out to choose the checkpoint: 290 of the 2,975 train images (bochum 96,
 # krefeld 99, ulm 95), about a tenth, from three cities so that one city's look does not decide.
 DEFAULT_VAL_CITIES = ('bochum', 'krefeld', 'ulm')
@@ -44,7 +46,7 @@ CAMVID_DEMO_VGG = ('vgg-camvid', 0.25)
 DATASET_FLAGS = {
     'train': {'kitti': ('labels', 'val_fraction', 'kitti_url'), 'camvid': ('val_drive',),
               'cityscapes': ('val_cities',)},
-    'demo': {'generated': (), 'camvid': ('val_drive',)},
+    'demo': {'generated': (), 'camvid': ('val_drive', 'folds')},
     'evaluate': {'kitti': (), 'camvid': ('split',), 'cityscapes': ('split',)},
 }
 DATASET_NAMES = {'kitti': 'KITTI Road', 'kitti-mask': 'KITTI Road', 'camvid': 'CamVid', 'cityscapes': 'Cityscapes',

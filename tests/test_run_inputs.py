@@ -56,6 +56,7 @@ FOREIGN_FLAGS = [
     ('train', 'kitti', ['--val-drive', '0001TP'], 'read as KITTI Road', '--val-drive is for CamVid'),
     ('train', 'kitti', ['--classes', 'all'], 'read as KITTI Road', 'whose labels mark only road'),
     ('demo', 'kitti', ['--val-drive', '0001TP'], 'the demo trains on generated roads', 'none of the dataset-specific'),
+    ('demo', 'kitti', ['--folds'], 'the demo trains on generated roads', 'none of the dataset-specific'),
 ]
 
 
@@ -76,7 +77,7 @@ def test_the_flags_a_dataset_takes_pass_and_the_table_is_the_one_source(layouts)
     assert cli.parse_args(['train', '--data-dir', layouts['kitti'], '--val-fraction', '0.2', '--labels', 'mask'])
     assert cli.parse_args(['evaluate', '--model', 'm', '--data-dir', layouts['camvid'], '--split', 'val'])
     every = {flag for table in config.DATASET_FLAGS.values() for flags in table.values() for flag in flags}
-    assert every == {'labels', 'val_fraction', 'kitti_url', 'val_drive', 'val_cities', 'split'}
+    assert every == {'labels', 'val_fraction', 'kitti_url', 'val_drive', 'val_cities', 'split', 'folds'}
 
 
 def test_evaluate_split_on_kitti_and_dataset_flags_on_resume_are_refused(layouts, small_trained_run):

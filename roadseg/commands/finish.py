@@ -101,9 +101,12 @@ def _remove(path):
 
 
 def overlay_source(config):
-    """'validation' when the run has no test images and overlays its validation images instead, else 'test'."""
-    validation_images = {image for image, _ in config.val}
-    return 'validation' if config.test_images and set(config.test_images) <= validation_images else 'test'
+    """Which images the run overlays: 'test'; or, when it has none, 'validation' (or 'training', for a CamVid run
+    with no held-out drive)."""
+    for role, pairs in (('validation', config.val), ('training', config.train)):
+        if config.test_images and set(config.test_images) <= {image for image, _ in pairs}:
+            return role
+    return 'test'
 
 
 def _test_measures(exported, config):

@@ -36,16 +36,20 @@ def run_config(args, data, vgg_path):
         test_images=[os.path.abspath(path) for path in data.overlays])
 
 
-def train_new_run(args, config):
-    """Check the data, make the run's folder, train and finish; a run that fails before its first checkpoint
-    leaves no folder behind."""
+def train_new_run(args, config, runs_dir=None, finish=True):
+    """Check the data, make the run's folder (in `runs_dir`, else --runs-dir), train and (unless not `finish`)
+    finish; returns (run, its Finished results or None). A run that fails before its first checkpoint leaves no
+    folder behind."""
     for warning in fit.check_run_data(config):
         print(warning)
     announce_device(config)
-    run = run_folder.RunFolder(atomic.new_timestamped_folder(args.runs_dir))
+    run = run_folder.RunFolder(atomic.new_timestamped_folder(runs_dir or args.runs_dir))
     try:
         with run.owned():
             run.write_config(config)
+            if not finish:
+                fit.fit(run, config)
+                return run, None
             return run, train_and_finish(run, config)
     except BaseException:
         run.remove_if_nothing_trained()
@@ -125,25 +129,33 @@ def resumed_config(run, args):
     return config, lines
 
 
-def demo(args):
-    """Offline end to end: a small random VGG16-shaped encoder, trained, chosen on validation, scored on test."""
+def demo_vgg(args):
+    """The demo's VGG16: --vgg-dir, or the random one of its dataset, built if absent."""
     demo_dir = os.path.join(args.data_dir, 'demo') if not args.camvid else os.path.join('data', 'demo')
     vgg_folder, vgg_width = CAMVID_DEMO_VGG if args.camvid else GENERATED_DEMO_VGG
     vgg_path = args.vgg_dir or os.path.join(demo_dir, vgg_folder)
     if args.vgg_dir is None and not downloads.vgg_is_complete(vgg_path):
         vgg_builder.write_random_vgg16(vgg_path, width=vgg_width, seed=args.seed)
+    return vgg_path
+
+
+def demo(args):
+    """Offline end to end: a small random VGG16-shaped encoder, trained, chosen on validation, scored on test."""
+    vgg_path = demo_vgg(args)
     data = (splits.camvid_data(args.data_dir, args.val_drive) if args.camvid
-            else splits.generated_roads_data(demo_dir, args.seed))
+            else splits.generated_roads_data(os.path.join(args.data_dir, 'demo'), args.seed))
     config = run_config(args, data, vgg_path)
     run, results = train_new_run(args, config)
     if results:
         note = splits.overlap_note(splits.overlap_with_test(config.dataset, config.train, config.val, config.test))
         print('demo: test road IoU %.2f on %d test images%s, %s' % (results['iou'], len(config.test),
                                                                    ' (%s)' % note if note else '', results.written))
-    else:
+    elif config.val:
         validation = run.checkpoint('best')[1]['validation']
         print('demo: no test/ split in %s; validation road IoU %.2f on %d images of drive %s (the checkpoint was '
               'chosen on them), %s' % (args.data_dir, validation['iou'], len(config.val), args.val_drive,
                                        results.written))
-
-
+    else:
+        print('demo: no test/ split in %s and no drive held out (--val-drive %s): nothing measured the model; the '
+              'held-out figures of this recipe come from --folds, %s' % (args.data_dir, args.val_drive,
+                                                                        results.written))

@@ -152,15 +152,25 @@ def overlap_note(overlap):
     return 'test includes %s' % '; '.join(parts) if parts else ''
 
 
-def camvid_splits(root, val_drive):
-    """(train, validation, test) of a CamVid folder: validation is one whole drive that is never trained on."""
-    pool = datasets.camvid_pairs(root, 'train') + datasets.camvid_pairs(root, 'val')
+def camvid_drives(root):
+    """The drives of a CamVid folder's train/ and val/ images, sorted: those a run may hold out."""
+    return sorted({datasets.camvid_drive(image) for image, _ in camvid_pool(root)})
+
+
+def camvid_pool(root):
+    return datasets.camvid_pairs(root, 'train') + datasets.camvid_pairs(root, 'val')
+
+
+def camvid_splits(root, val_drive, with_test=True):
+    """(train, validation, test) of a CamVid folder: validation is one whole drive that is never trained on, or
+    none (val_drive config.NO_VAL_DRIVE: every drive trains, the last epoch is the model)."""
+    pool = camvid_pool(root)
     val = [pair for pair in pool if datasets.camvid_drive(pair[0]) == val_drive]
-    if not val:
-        raise DatasetError('no images of drive %s in %s/train or val: choose --val-drive among %s'
-                           % (val_drive, root, ', '.join(sorted({datasets.camvid_drive(p) for p, _ in pool}))))
+    if not val and val_drive != config.NO_VAL_DRIVE:
+        raise DatasetError('no images of drive %s in %s/train or val: choose --val-drive among %s, or %s'
+                           % (val_drive, root, ', '.join(camvid_drives(root)), config.NO_VAL_DRIVE))
     train = [pair for pair in pool if datasets.camvid_drive(pair[0]) != val_drive]
-    test = datasets.camvid_pairs(root, 'test') if datasets.has_camvid_test(root) else []
+    test = datasets.camvid_pairs(root, 'test') if with_test and datasets.has_camvid_test(root) else []
     return train, val, test
 
 
@@ -189,12 +199,13 @@ def training_data(args):
                                   datasets.kitti_test_images(data_road)))
 
 
-def camvid_data(root, val_drive):
-    """The RunData of a CamVid folder: the test split overlaid where there is one, else the validation drive.
+def camvid_data(root, val_drive, with_test=True):
+    """The RunData of a CamVid folder: the test split overlaid where there is one, else the validation drive
+    (else the training images).
 
     Test images from drives that train (or validate) are said here, and again with the test results."""
-    train, val, test = camvid_splits(root, val_drive)
-    data = check_disjoint(RunData('camvid', root, train, val, test, [image for image, _ in (test or val)]))
+    train, val, test = camvid_splits(root, val_drive, with_test)
+    data = check_disjoint(RunData('camvid', root, train, val, test, [image for image, _ in (test or val or train)]))
     drives = overlap_with_test('camvid', train, val, test).get('drives')
     if drives:
         print('CamVid: %s: its test measures are of new frames of known drives, not of new drives'
