@@ -128,9 +128,12 @@ def test_camvid_test_frames_of_a_training_drive_are_said_in_the_summary_and_reco
     assert exit_value is None, exit_value
     lines = out.strip().splitlines()
     assert 'test includes 2 images of drive 0001TP, which training saw' in lines[-1], lines[-1]
+    assert '; by drive: 0001TP 0.' in lines[-1] and ' on 2, Seq05VD ' in lines[-1], 'each drive as well as all'
     assert any(line.startswith('CamVid: test includes 2 images of drive 0001TP') for line in lines), lines
     with open(os.path.join(only_run(runs), 'test_metrics.json')) as f:
-        assert json.load(f)['test_overlap']['drives'] == {'0001TP': {'images': 2, 'with': 'training'}}
+        measures = json.load(f)
+    assert measures['test_overlap']['drives'] == {'0001TP': {'images': 2, 'with': 'training'}}
+    assert {drive: group['images'] for drive, group in measures['groups'].items()} == {'0001TP': 2, 'Seq05VD': 2}
     out, exit_value = run_main(['finish', only_run(runs)])
     assert exit_value is None and '(test includes 2 images of drive 0001TP, which training saw' in out, out
 

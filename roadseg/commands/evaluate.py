@@ -20,7 +20,7 @@ def evaluate(args):
         metrics, class_iou = scoring.evaluate(exported, pairs, fmt.to_onehot)
     finally:
         exported.close()
-    results = measured(metrics)
+    results = scoring.measured(metrics)
     print('evaluate: %s, %d images' % (which, len(pairs)))
     print(format_results(results))
     if class_iou:
@@ -58,18 +58,6 @@ def _label_dataset(trained_on, args):
     if datasets.is_camvid(args.data_dir):
         return 'camvid'
     return 'kitti-mask' if trained_on == 'kitti-mask' else 'kitti'
-
-
-def measured(metrics):
-    """{set name: result or None} for all images and each category; None where no pixel was labelled."""
-    results = {}
-    for name, compute in [('all', metrics.result)] + [(category, lambda c=category: metrics.category_result(c))
-                                                      for category in metrics.categories()]:
-        try:
-            results[name] = compute()
-        except ValueError:
-            results[name] = None
-    return results
 
 
 def format_results(results):

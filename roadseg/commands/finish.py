@@ -52,9 +52,19 @@ def describe_test_results(results, config):
         return 'no labelled test images'
     classes = ', mean class IoU %.3f' % results['miou'] if 'miou' in results else ''
     note = splits.overlap_note(splits.overlap_with_test(config.dataset, config.train, config.val, config.test))
-    return 'test road IoU %.3f (MaxF %.3f)%s on %d %s%s' % (
+    return 'test road IoU %.3f (MaxF %.3f)%s on %d %s%s%s' % (
         results['iou'], results['maxf'], classes, len(config.test), TEST_SET_NAMES.get(config.dataset, 'test images'),
-        ' (%s)' % note if note else '')
+        by_group(results, config), ' (%s)' % note if note else '')
+
+
+def by_group(results, config):
+    """'; by drive: 0001TP 0.635 on 62, Seq05VD 0.757 on 171' (CamVid drives, KITTI categories) when the test
+    images are of more than one; '' otherwise."""
+    groups = results.get('groups', {})
+    if len(groups) < 2:
+        return ''
+    return '; by %s: %s' % ('drive' if config.dataset == 'camvid' else 'category', ', '.join(
+        '%s %.3f on %d' % (name, group['iou'], group['images']) for name, group in sorted(groups.items())))
 
 
 def model_info(config):
@@ -114,7 +124,8 @@ def _test_measures(exported, config):
         return {}
     fmt = datasets.label_format(config.dataset, config.classes)
     metrics, class_iou = scoring.evaluate(exported, config.test, fmt.to_onehot, description='testing')
-    return dict(metrics.result(), **({'miou': class_iou.mean()} if class_iou else {}))
+    groups = {name: result for name, result in scoring.measured(metrics).items() if name != 'all' and result}
+    return dict(metrics.result(), groups=groups, **({'miou': class_iou.mean()} if class_iou else {}))
 
 
 def _overlays(exported, paths, out_dir):

@@ -3,7 +3,7 @@ resumed from its last checkpoint."""
 import os
 
 from roadseg import atomic, process, vgg_builder
-from roadseg.commands.finish import describe_test_results, finish_run
+from roadseg.commands.finish import by_group, describe_test_results, finish_run
 from roadseg.config import CAMVID_DEMO_VGG, DATASET_NAMES, GENERATED_DEMO_VGG, RUN_CONFIG_FILE, RunConfig
 from roadseg.data import downloads, splits
 from roadseg.errors import RunFolderError, TrainingDiverged
@@ -148,8 +148,9 @@ def demo(args):
     run, results = train_new_run(args, config)
     if results:
         note = splits.overlap_note(splits.overlap_with_test(config.dataset, config.train, config.val, config.test))
-        print('demo: test road IoU %.2f on %d test images%s, %s' % (results['iou'], len(config.test),
-                                                                   ' (%s)' % note if note else '', results.written))
+        print('demo: test road IoU %.2f on %d test images%s%s, %s' % (
+            results['iou'], len(config.test), by_group(results, config), ' (%s)' % note if note else '',
+            results.written))
     elif config.val:
         validation = run.checkpoint('best')[1]['validation']
         print('demo: no test/ split in %s; validation road IoU %.2f on %d images of drive %s (the checkpoint was '

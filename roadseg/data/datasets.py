@@ -158,6 +158,13 @@ def camvid_pairs(root, split):
     return pair_by_name(found, labels, image_dir, label_dir)
 
 
+def score_group(path):
+    """The group an image is also scored in, beside all images: its KITTI category (um, umm, uu) or its CamVid
+    drive (a new drive and a known one differ more than any recipe change); None for other images."""
+    match = CAMVID_DRIVE.match(os.path.basename(os.fspath(path)))
+    return kitti_category(path) or (match.group(1) if match else None)
+
+
 def camvid_drive(path):
     """The CamVid drive a file comes from ('0016E5'), or 'other'."""
     match = CAMVID_DRIVE.match(os.path.basename(path))

@@ -26,11 +26,23 @@ def evaluate(predict, pairs, to_onehot=datasets.kitti_label_to_onehot, batch_siz
         onehot = to_onehot(label, labels[path])
         labelled = onehot.any(axis=-1)
         metrics.update(np.clip(probabilities[..., predict.road_class], 0.0, 1.0), onehot[..., predict.road_class],
-                       labelled, category=datasets.kitti_category(path))
+                       labelled, category=datasets.score_group(path))
         if onehot.shape[-1] > 2:
             class_iou = class_iou or road_metrics.ClassIoU(onehot.shape[-1])
             class_iou.update(probabilities.argmax(axis=-1), onehot.argmax(axis=-1), labelled)
     return metrics, class_iou
+
+
+def measured(metrics):
+    """{set name: result or None} for all images and each category; None where no pixel was labelled."""
+    results = {}
+    for name, compute in [('all', metrics.result)] + [(category, lambda c=category: metrics.category_result(c))
+                                                      for category in metrics.categories()]:
+        try:
+            results[name] = compute()
+        except ValueError:
+            results[name] = None
+    return results
 
 
 def format_class_iou(class_iou, class_names):
