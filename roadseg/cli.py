@@ -66,6 +66,9 @@ def _add_recipe_flags(parser, recipe):
                                '--adam-epsilon throughout)', type=float, metavar='EPS')
     add('--augment', 'random flips, zoom and colour jitter of the training images, within --zoom and '
                      '--color-jitter', action=argparse.BooleanOptionalAction)
+    add('--flip-average', "the model's probabilities averaged with those of the mirrored image (twice the "
+                          'inference work), in validation, the export and all it makes',
+        action=argparse.BooleanOptionalAction)
     add('--zoom', 'with --augment: each training image is scaled by a random factor in [MIN, MAX], then cropped '
                   '(or, below 1, mirror-padded) back to its size', type=float, nargs=2, metavar=('MIN', 'MAX'))
     add('--color-jitter', 'with --augment: random saturation and contrast (x[1-S, 1+S]), gamma (in [e^-S, e^S]) '

@@ -61,7 +61,7 @@ CLASSIC_COLOR_JITTER = 0.2
 KITTI_RECIPE = dict(epochs=25, batch_size=8, learning_rate=1e-4, keep_prob=0.5, image_shape=(160, 576),
                     skip_scales=AT_ONCE_SKIP_SCALES, augment=True, clip_norm=0.0, lr_schedule='constant',
                     warmup_epochs=0, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, late_adam_epsilon=0.0,
-                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER)
+                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, flip_average=False)
 # Cityscapes: a quarter of 1024x2048 on each side, so that a full-width VGG16 trains on a CPU; on a GPU,
 # 512 1024 (or the full 1024 2048) gives finer masks.
 CITYSCAPES_RECIPE = dict(KITTI_RECIPE, image_shape=(256, 512))
@@ -81,6 +81,7 @@ class ModelInfo:
     class_names: Tuple[str, ...]
     road_class: int
     image_shape: Tuple[int, int]      # the network's input size; images of any size are resized to it
+    flip_average: bool = False        # probabilities averaged with those of the mirrored image
 
     @property
     def num_classes(self):
@@ -93,7 +94,7 @@ class ModelInfo:
     def from_json(cls, text):
         fields = json.loads(text)
         return cls(fields['dataset'], fields['classes'], tuple(fields['class_names']), int(fields['road_class']),
-                   tuple(fields['image_shape']))
+                   tuple(fields['image_shape']), bool(fields.get('flip_average', False)))
 
 
 @dataclasses.dataclass
@@ -126,6 +127,7 @@ class RunConfig:
     label_smoothing: float = 0.0
     adam_epsilon: float = ADAM_EPSILON
     late_adam_epsilon: float = 0.0     # 0: adam_epsilon throughout
+    flip_average: bool = False         # the model (validation, export) averages each image with its mirror
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -147,4 +149,4 @@ class RunConfig:
     # Settings a resumed run may change: each takes effect from the next epoch and is recorded in run.json.
     RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla', 'zoom',
                  'color_jitter', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'adam_epsilon',
-                 'late_adam_epsilon')
+                 'late_adam_epsilon', 'flip_average')

@@ -3,7 +3,8 @@
 The export is the run's best checkpoint as a self-contained SavedModel (tag `serve`) with a
 `serving_default` signature: input `image` uint8 [B, H, W, 3] of any size; outputs `road_probability`
 [B, H, W] and `probabilities` [B, H, W, C] at that size (resize and softmax inside the graph). It also holds
-`model_info:0`, the ModelInfo JSON of what it was trained on.
+`model_info:0`, the ModelInfo JSON of what it was trained on. With ModelInfo.flip_average the network also sees
+each image mirrored, and the two probability maps are averaged (mirrored back) inside the graph.
 """
 import os
 
@@ -35,34 +36,56 @@ def probability_graph(logits, image_input, image_shape):
     batch = tf.shape(image_input)[0]
     scores = tf.reshape(logits, tf.stack([batch, image_shape[0], image_shape[1], num_classes]))
     output_size = tf.placeholder_with_default(tf.constant(image_shape, tf.int32), [2], name='output_size')
-    return tf.image.resize(tf.nn.softmax(scores), output_size, method='bilinear'), output_size
+    return resize_bilinear(tf.nn.softmax(scores), output_size), output_size
+
+
+def resize_bilinear(tensor, size):
+    """Bilinear at half-pixel centres, as the training images are resized (images.resize_image). In graph mode
+    `tf.image.resize` is TF1's, which samples from the top-left corner: a shift of up to half an input pixel."""
+    return tf.compat.v2.image.resize(tensor, size, method='bilinear')
 
 
 class SessionPredictor:
     """Class probabilities, at the images' own size, from a graph being trained (one call per same-size batch)."""
 
-    def __init__(self, sess, logits, keep_prob, image_input, image_shape, road_class=1, palette=None):
+    def __init__(self, sess, logits, keep_prob, image_input, image_shape, road_class=1, palette=None,
+                 flip_average=False):
         self.sess, self.keep_prob, self.image_input, self.image_shape = sess, keep_prob, image_input, image_shape
-        self.road_class, self.palette = road_class, palette
+        self.road_class, self.palette, self.flip_average = road_class, palette, flip_average
         self.probabilities, self.output_size = probability_graph(logits, image_input, image_shape)
 
     def __call__(self, batch):
         resized = np.stack([images.resize_image(image, self.image_shape) for image in batch])
-        return self.sess.run(self.probabilities, {self.image_input: resized, self.keep_prob: 1.0,
-                                                  self.output_size: batch[0].shape[:2]})
+        if self.flip_average:
+            resized = np.concatenate([resized, resized[:, :, ::-1]])
+        probabilities = self.sess.run(self.probabilities, {self.image_input: resized, self.keep_prob: 1.0,
+                                                           self.output_size: batch[0].shape[:2]})
+        if self.flip_average:
+            return averaged_with_mirror(probabilities, len(batch))
+        return probabilities
+
+
+def averaged_with_mirror(probabilities, count):
+    """The mean of the first `count` maps [N, H, W, C] and of the `count` after them mirrored back (numpy arrays or
+    TensorFlow tensors alike): the flip average, whose mirrored half sees each road from its other side."""
+    return 0.5 * (probabilities[:count] + probabilities[count:, :, ::-1])
 
 
 def export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, skip_scales, replace=True):
     """Write the inference SavedModel of a training checkpoint (see the module's docstring), atomically."""
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
         image = tf.placeholder(tf.uint8, [None, None, None, 3], name='image')
-        resized = tf.image.resize(tf.cast(image, tf.float32), info.image_shape, method='bilinear')
+        resized = resize_bilinear(tf.cast(image, tf.float32), info.image_shape)
+        if info.flip_average:
+            resized = tf.concat([resized, resized[:, :, ::-1]], axis=0)
         with model.vgg_load_errors_explained(vgg_path):
             tf.saved_model.loader.load(sess, [config.VGG_TAG], vgg_path, input_map={'image_input:0': resized})
         _, _, layer3, layer4, layer7 = model.vgg_tensors(graph, vgg_path)
         scores = model.layers(layer3, layer4, layer7, info.num_classes, skip_scales)
-        probabilities = tf.identity(tf.image.resize(tf.nn.softmax(scores), tf.shape(image)[1:3],
-                                                    method='bilinear'), name='probabilities')
+        probabilities = resize_bilinear(tf.nn.softmax(scores), tf.shape(image)[1:3])
+        if info.flip_average:
+            probabilities = averaged_with_mirror(probabilities, tf.shape(image)[0])
+        probabilities = tf.identity(probabilities, name='probabilities')
         road_probability = tf.identity(probabilities[..., info.road_class], name='road_probability')
         tf.constant(info.to_json(), name='model_info')
         model.restore_checkpoint(sess, checkpoint_prefix)

@@ -56,7 +56,8 @@ class EpochReporter:
         self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
         self.fmt = datasets.label_format(config.dataset, config.classes)
         self.predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
-                                                  tuple(config.image_shape), self.fmt.road_class, self.fmt.palette)
+                                                  tuple(config.image_shape), self.fmt.road_class, self.fmt.palette,
+                                                  config.flip_average)
         self.measure, self.measure_name = selection_measure(self.fmt)
         self.best, self.completed = state.get('best_' + self.measure, -math.inf), state['epoch']
         self.losses, self.rewinds = {}, 0  # mean train loss of each epoch trained here (a rewound one: its redo)
