@@ -120,9 +120,7 @@ def _add_train_parser(commands):
     parser.add_argument('--dataset', choices=DATASETS,
                         help='the layout of --data-dir; auto: cityscapes if it has leftImg8bit/ or gtFine/, camvid '
                              'if it has train/, trainannot/, val/, valannot/, else KITTI (default: auto)')
-    parser.add_argument('--classes', choices=('road', 'all'),
-                        help='road: road vs the rest; all: every class of the dataset, with per-class IoU and a '
-                             'colour palette in the overlays (default: road)')
+    _add_classes_flag(parser)
     parser.add_argument('--labels', choices=('kitti', 'mask'),
                         help='KITTI label format: kitti colours, or mask (road 255, else 0; every pixel counts) '
                              '(default: kitti)')
@@ -143,6 +141,13 @@ def _add_train_parser(commands):
                         help='the data_road.zip link KITTI mails you: downloaded and unpacked if KITTI is absent')
 
 
+def _add_classes_flag(parser):
+    parser.add_argument('--classes', choices=('road', 'all'),
+                        help='road: road vs the rest; all: every class of the dataset (CamVid, Cityscapes), with '
+                             'per-class IoU and a colour palette in the overlays; road is still read from it '
+                             '(default: road)')
+
+
 def _add_demo_parser(commands):
     folder, width = config.CAMVID_DEMO_VGG
     parser = commands.add_parser(
@@ -158,6 +163,7 @@ def _add_demo_parser(commands):
                         help='CamVid: leave-one-drive-out instead of one run: each drive of train/ and val/ held out '
                              'in turn by a run of these flags, and a table of the held-out road IoUs, their mean and '
                              'worst (into <runs-dir>/folds/; test/ is never read)')
+    _add_classes_flag(parser)
 
 
 def _add_model_commands(commands):
@@ -253,7 +259,8 @@ def apply_recipe(args):
         args.__dict__.setdefault(name, value)
     if args.command == 'demo':
         args.camvid = 'data_dir' in args.given and datasets.is_camvid(args.data_dir)
-        args.classes, args.labels, args.resume = 'road', 'kitti', None
+        args.labels, args.resume = 'kitti', None
+        args.__dict__.setdefault('classes', 'road')
         recipe = config.CAMVID_DEMO_RECIPE if args.camvid else config.GENERATED_DEMO_RECIPE
         args.found_dataset = 'camvid' if args.camvid else 'generated'
         args.found = ('%s is a CamVid folder' % args.data_dir if args.camvid else

@@ -46,7 +46,7 @@ CAMVID_DEMO_VGG = ('vgg-camvid', 0.25)
 DATASET_FLAGS = {
     'train': {'kitti': ('labels', 'val_fraction', 'kitti_url'), 'camvid': ('val_drive',),
               'cityscapes': ('val_cities',)},
-    'demo': {'generated': (), 'camvid': ('val_drive', 'folds')},
+    'demo': {'generated': (), 'camvid': ('val_drive', 'folds', 'classes')},
     'evaluate': {'kitti': (), 'camvid': ('split',), 'cityscapes': ('split',)},
 }
 DATASET_NAMES = {'kitti': 'KITTI Road', 'kitti-mask': 'KITTI Road', 'camvid': 'CamVid', 'cityscapes': 'Cityscapes',

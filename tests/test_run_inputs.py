@@ -57,6 +57,7 @@ FOREIGN_FLAGS = [
     ('train', 'kitti', ['--classes', 'all'], 'read as KITTI Road', 'whose labels mark only road'),
     ('demo', 'kitti', ['--val-drive', '0001TP'], 'the demo trains on generated roads', 'none of the dataset-specific'),
     ('demo', 'kitti', ['--folds'], 'the demo trains on generated roads', 'none of the dataset-specific'),
+    ('demo', 'kitti', ['--classes', 'all'], 'the demo trains on generated roads', 'none of the dataset-specific'),
 ]
 
 
@@ -73,11 +74,13 @@ def test_a_flag_the_dataset_found_does_not_take_is_refused_in_one_line(layouts, 
 def test_the_flags_a_dataset_takes_pass_and_the_table_is_the_one_source(layouts):
     assert cli.parse_args(['train', '--data-dir', layouts['camvid'], '--val-drive', '0001TP']).val_drive == '0001TP'
     assert cli.parse_args(['demo', '--data-dir', layouts['camvid'], '--val-drive', '0001TP']).val_drive == '0001TP'
+    assert cli.parse_args(['demo', '--data-dir', layouts['camvid'], '--classes', 'all']).classes == 'all'
+    assert cli.parse_args(['demo', '--data-dir', layouts['camvid']]).classes == 'road'
     assert cli.parse_args(['train', '--data-dir', layouts['cityscapes'], '--val-cities', 'ulm']).val_cities == ['ulm']
     assert cli.parse_args(['train', '--data-dir', layouts['kitti'], '--val-fraction', '0.2', '--labels', 'mask'])
     assert cli.parse_args(['evaluate', '--model', 'm', '--data-dir', layouts['camvid'], '--split', 'val'])
     every = {flag for table in config.DATASET_FLAGS.values() for flags in table.values() for flag in flags}
-    assert every == {'labels', 'val_fraction', 'kitti_url', 'val_drive', 'val_cities', 'split', 'folds'}
+    assert every == {'labels', 'val_fraction', 'kitti_url', 'val_drive', 'val_cities', 'split', 'folds', 'classes'}
 
 
 def test_evaluate_split_on_kitti_and_dataset_flags_on_resume_are_refused(layouts, small_trained_run):
