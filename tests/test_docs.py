@@ -31,7 +31,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, 'docs')
-COMMANDS = ('train', 'demo', 'finish', 'evaluate', 'infer', 'export', 'bench')
+COMMANDS = ('train', 'demo', 'finish', 'evaluate', 'infer', 'export', 'bench', 'submit', 'plot')
 README_LIMIT, DEVELOPERS_LIMIT = 15000, 6000  # bytes: README under 15 KB, DEVELOPERS.md under 6 KB
 
 FENCE = re.compile(r'^ {0,3}(```|~~~)')
