@@ -138,9 +138,9 @@ def test_evaluate_bev_on_the_sample_prints_the_benchmark_table_and_says_which_im
     lines = out.splitlines()
     assert ("evaluate: 1 of 2 images have no calibration file in calib/ and are left out of the bird's-eye view: "
             'um_000001.png') in lines
-    start = lines.index(next(line for line in lines if line.startswith("evaluate: in the KITTI benchmark's bird's-eye "
-                                                                       'view')))
-    assert lines[start].endswith('1 of the 2 images (those with calibration files)'), lines[start]
+    start = lines.index(next(line for line in lines if line.startswith("evaluate: the same in the KITTI benchmark's "
+                                                                       "bird's-eye view")))
+    assert lines[start].endswith('on the 1 of those 2 images that have calibration files'), lines[start]
     assert lines[start + 1].split() == ['set', 'images', 'IoU', 'MaxF', 'AP', 'PRE', 'REC', 'FPR', 'FNR', 'thr']
     assert [line.split()[:2] for line in lines[start + 2:start + 4]] == [['URBAN', '1'], ['um', '1']]
     assert '"bev": {' in lines[-1]

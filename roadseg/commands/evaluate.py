@@ -38,7 +38,7 @@ def evaluate(args):
     if class_iou:
         print(scoring.format_class_iou(class_iou, fmt.class_names))
     if bev_scores:
-        print('evaluate: in %s; %d of the %d images (those with calibration files)'
+        print('evaluate: the same in %s; on the %d of those %d images that have calibration files'
               % (BEV_GRID, bev_scores.scored, len(pairs)))
         print(format_results(bev_results(bev_scores.metrics)))
     if written:

@@ -6,6 +6,7 @@ same figure helpers.
 import io
 import math
 import os
+import textwrap
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,6 +22,7 @@ BEV_PR_CURVE_FILE = 'pr_curve_bev.png'
 WORST_IMAGES_FILE = 'worst_images.png'
 WORST_IMAGES = 6
 DPI = 100
+TITLE_WIDTH = 64  # characters per line of a title (a longer one wraps)
 # The gid of the MaxF marker of a curve: MAXF_MARKER + the curve's name ('all', 'um', ...).
 MAXF_MARKER = 'maxf:'
 
@@ -50,14 +52,16 @@ def pr_figure(metrics, title, all_name='all'):
         return None
     figure = new_figure(6.4, 5.6)
     axes = figure.add_subplot()
-    for name, (precision, recall, best) in curves:
-        f_measure = 2 * precision[best] * recall[best] / (precision[best] + recall[best])
+    for name, (precision, recall, f_measure, best) in curves:
         found = recall > 0  # thresholds that find no road have no precision: left out of the line
-        line, = axes.plot(recall[found], precision[found], linewidth=2 if name == all_name else 1.2,
-                          label='%s: MaxF %.2f%% at p >= %.3f' % (name, 100 * f_measure, road_metrics.THRESHOLDS[best]))
-        axes.plot([recall[best]], [precision[best]], 'o', markersize=7, color=line.get_color(),
-                  markeredgecolor='black', gid=MAXF_MARKER + name)
-    axes.set(xlabel='recall', ylabel='precision', xlim=(0, 1.01), ylim=(0, 1.01), title=title)
+        every = name == all_name  # drawn black and on top of the categories
+        line, = axes.plot(recall[found], precision[found], linewidth=2 if every else 1.2, zorder=3 if every else 2,
+                          color='black' if every else None,
+                          label='%s: MaxF %.2f%% at p >= %.3f' % (name, 100 * f_measure[best], road_metrics.THRESHOLDS[best]))
+        axes.plot([recall[best]], [precision[best]], 'o', markersize=7, color=line.get_color(), zorder=4,
+                  markeredgecolor='black' if not every else 'white', gid=MAXF_MARKER + name)
+    axes.set(xlabel='recall', ylabel='precision', xlim=(0, 1.01), ylim=(0, 1.01))
+    axes.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(loc='lower left', title='o: MaxF point')
     figure.tight_layout()
@@ -81,7 +85,7 @@ def worst_images_figure(worst, title):
         (images.OVERLAY_COLOR, 'road found'), (images.FALSE_POSITIVE_COLOR, 'false positive (found, not road)'),
         (images.FALSE_NEGATIVE_COLOR, 'false negative (road missed)'))]
     figure.legend(handles=legend, loc='lower center', ncol=3, fontsize=9, frameon=False)
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle(textwrap.fill(title, 2 * TITLE_WIDTH), fontsize=11)
     figure.tight_layout(rect=(0, 0.05, 1, 0.97))
     return figure
 

@@ -39,6 +39,8 @@ Not from the devkit: IoU of the road class with road = `prob > 0.5` on the
 unbinned probabilities (the two-class softmax argmax), TP / (TP + FP + FN).
 """
 
+import collections
+
 import numpy as np
 
 NUM_THRESHOLDS = 256
@@ -52,6 +54,10 @@ RESULT_KEYS = ('iou',) + _CURVE_KEYS + ('images',)
 _TABLE_COLUMNS = (('IoU', 'iou'), ('MaxF', 'maxf'), ('AP', 'ap'),
                   ('PRE', 'precision'), ('REC', 'recall'), ('FPR', 'fpr'),
                   ('FNR', 'fnr'))
+
+
+# Per threshold: precision, recall, F-measure; and the index of MaxF.
+PrCurve = collections.namedtuple('PrCurve', 'precision recall f_measure best')
 
 
 class _Counts:
@@ -118,8 +124,8 @@ class RoadMetrics:
         return _metrics(self._by_category[category])
 
     def pr_curve(self, category=None):
-        """(precision, recall, index of MaxF) over THRESHOLDS, of all images or
-        of one category; None without any road pixel (no curve)."""
+        """The PrCurve over THRESHOLDS of all images or of one category; None
+        without any road pixel (no curve)."""
         counts = self._total if category is None else self._by_category[category]
         not_road_hist, road_hist = counts.histogram
         if not road_hist.sum():
@@ -127,7 +133,7 @@ class RoadMetrics:
         precision, recall, f_measure = _pr_curve(
             _predicted_road(road_hist), _predicted_road(not_road_hist),
             int(road_hist.sum()))
-        return precision, recall, int(np.argmax(f_measure))
+        return PrCurve(precision, recall, f_measure, int(np.argmax(f_measure)))
 
 
 def _validated(prob, road, valid):
