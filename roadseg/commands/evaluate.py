@@ -53,6 +53,7 @@ def evaluate(args):
 
 
 def _plots(out_dir, exported, pairs, fmt, metrics, which, bev_scores):
+    """evaluate --plots: the pictures of this evaluation in `out_dir` (made if absent); returns their paths."""
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:

@@ -39,15 +39,14 @@ def training_figure(rows, chosen_epoch, measure_key, measure_name, title):
             lines += measure_axes.plot(epochs, values, color=colour, label=name + ' (right axis)')
     chosen = {int(row['epoch']): row for row in rows}.get(chosen_epoch)
     if chosen is not None:
-        loss_axes.axvline(chosen_epoch, color=CHOSEN_COLOUR, linewidth=0.8)
-        if chosen.get('val_' + measure_key, '') != '':
-            lines += measure_axes.plot([chosen_epoch], [float(chosen['val_' + measure_key])], 'o',
-                                       color=CHOSEN_COLOUR, gid=CHOSEN_MARKER,
-                                       label='chosen: epoch %d, %s %.3f' % (chosen_epoch, measure_name,
-                                                                          float(chosen['val_' + measure_key])))
-        else:
-            lines.append(loss_axes.axvline(chosen_epoch, color=CHOSEN_COLOUR, linewidth=0.8,
-                                           label='chosen: epoch %d (no validation)' % chosen_epoch))
+        measured = chosen.get('val_' + measure_key, '') != ''
+        line = loss_axes.axvline(chosen_epoch, color=CHOSEN_COLOUR, linewidth=0.8,
+                                 label='chosen: epoch %d (no validation)' % chosen_epoch)
+        if measured:
+            line = measure_axes.plot([chosen_epoch], [float(chosen['val_' + measure_key])], 'o', color=CHOSEN_COLOUR,
+                                     gid=CHOSEN_MARKER, label='chosen: epoch %d, %s %.3f' % (
+                                         chosen_epoch, measure_name, float(chosen['val_' + measure_key])))[0]
+        lines.append(line)
     loss_axes.legend(handles=lines, loc='center right', fontsize=8)
     loss_axes.grid(alpha=0.3)
     figure.tight_layout()
