@@ -28,6 +28,7 @@ DATASETS = ('auto', 'kitti', 'camvid', 'cityscapes')
 COMMANDS = {'train': ('roadseg.commands.train', 'train'), 'demo': ('roadseg.commands.train', 'demo'),
             'finish': ('roadseg.commands.finish', 'finish'), 'evaluate': ('roadseg.commands.evaluate', 'evaluate'),
             'infer': ('roadseg.commands.infer', 'infer'), 'export': ('roadseg.commands.export', 'export'),
+            'submit': ('roadseg.commands.submit', 'submit'), 'plot': ('roadseg.commands.plot', 'plot'),
             'demo --folds': ('roadseg.commands.folds', 'leave_one_drive_out')}
 
 
@@ -182,6 +183,12 @@ def _add_model_commands(commands):
                           help='CamVid split to measure (default: test when test/ exists, else val); Cityscapes: '
                                'val only, its test labels are not public')
     evaluate.add_argument('--json', action='store_true', help='also print one JSON object, last')
+    evaluate.add_argument('--bev', action='store_true',
+                          help="KITTI: also measure in the benchmark's bird's-eye view (needs the images' calib/ "
+                               'files)')
+    evaluate.add_argument('--plots', metavar='DIR', help='write the precision-recall curves and the worst images '
+                                                         'as PNGs into DIR')
+    evaluate.add_argument('--overwrite', action='store_true', help='replace the pictures --plots finds in DIR')
     _add_verbose_flag(evaluate)
     infer = commands.add_parser('infer', help='road overlays of new images and videos')
     infer.add_argument('--model', required=True,
@@ -195,6 +202,9 @@ def _add_model_commands(commands):
                        help='also write the road probability as 8-bit grey: <name>_road.png, or for a video '
                             '<name>_road.mp4')
     infer.add_argument('--overwrite', action='store_true', help='replace outputs that already exist')
+    infer.add_argument('--bev', action='store_true',
+                       help="also write the road probability in KITTI's bird's-eye view, <name>_bev.png, for images "
+                            'in the KITTI layout (calibration in ../calib/<name>.txt)')
     _add_verbose_flag(infer)
     export = commands.add_parser('export', help="a run's model as ONNX, kept only if onnxruntime matches TensorFlow "
                                                 'on it')
@@ -208,12 +218,26 @@ def _add_model_commands(commands):
                                                       'ratios (python main.py bench --help)')
 
 
+def _add_submit_and_plot(commands):
+    submit = commands.add_parser('submit', help="the KITTI road benchmark's submission: every test image's road "
+                                                "confidence in the bird's-eye view, and their zip")
+    submit.add_argument('--model', required=True, help='a run folder, its export/ folder, or an .onnx file')
+    submit.add_argument('--data-dir', default='data', help='where data_road/testing is (default: data)')
+    submit.add_argument('--out', required=True, metavar='DIR', help='the folder to write the PNGs and the zip into')
+    submit.add_argument('--overwrite', action='store_true', help='replace the files a submission finds in DIR')
+    _add_verbose_flag(submit)
+    plot = commands.add_parser('plot', help="draw a run's training curves again (training_curves.png)")
+    plot.add_argument('run', metavar='RUN_DIR')
+    _add_verbose_flag(plot)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog='main.py', description='FCN-8 road segmentation (KITTI Road, VGG16).')
     commands = parser.add_subparsers(dest='command')
     _add_train_parser(commands)
     _add_demo_parser(commands)
     _add_model_commands(commands)
+    _add_submit_and_plot(commands)
     return parser
 
 
@@ -342,7 +366,7 @@ def _check_demo_only(args):
 
 def set_up_process(args):
     """Process-wide speed settings, before the first Session (see roadseg.process)."""
-    if args.command in ('evaluate', 'infer'):
+    if args.command in ('evaluate', 'infer', 'submit'):
         process.cache_kernel_layouts()
         return
     process.check_weights_not_frozen()

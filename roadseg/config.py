@@ -51,6 +51,15 @@ DATASET_FLAGS = {
 }
 DATASET_NAMES = {'kitti': 'KITTI Road', 'kitti-mask': 'KITTI Road', 'camvid': 'CamVid', 'cityscapes': 'Cityscapes',
                  'generated': 'generated roads'}
+# The KITTI road benchmark's bird's-eye view (devkit_road's BirdsEyeView): a metric grid on the road plane, x from
+# -10 to 10 m (left to right) and z from 6 to 46 m ahead of the camera, in cells of 0.05 m: 800 rows (the farthest
+# first) of 400 cells. Benchmark results are submitted and scored on this grid.
+BEV_X_RANGE = (-10.0, 10.0)
+BEV_Z_RANGE = (6.0, 46.0)
+BEV_RESOLUTION = 0.05
+BEV_SHAPE = (800, 400)
+# KITTI Road's test set: images per category (devkit_road's readme), 290 in all.
+KITTI_TEST_IMAGES = {'um': 96, 'umm': 94, 'uu': 100}
 # The classic augmentation: zoom 1-1.15, brightness and contrast +-20 % (colour-jitter strength 0.2).
 CLASSIC_ZOOM = (1.0, 1.15)
 CLASSIC_COLOR_JITTER = 0.2

@@ -93,6 +93,17 @@ def kitti_label(height, width, road_rows):
     return label
 
 
+def write_calibration(path, p2, r0_rect, tr_cam_to_road):
+    """A KITTI calibration file (the keys of data_road's calib/ files, the BEV's three among them)."""
+    matrices = {'P0': p2, 'P1': p2, 'P2': p2, 'P3': p2, 'R0_rect': r0_rect, 'Tr_velo_to_cam': tr_cam_to_road,
+                'Tr_imu_to_velo': tr_cam_to_road, 'Tr_cam_to_road': tr_cam_to_road}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(''.join('%s: %s\n' % (key, ' '.join('%.12e' % value for value in np.ravel(matrix)))
+                        for key, matrix in matrices.items()))
+    return path
+
+
 def write_camvid(root, size=(20, 30), with_test=False):
     """A tiny CamVid-layout folder in `root`: drive 0001TP (train), 0006R0 (train), 0016E5 (val), Seq05VD (test)."""
     splits = [('train', '0001TP', 2), ('train', '0006R0', 2), ('val', '0016E5', 2)]

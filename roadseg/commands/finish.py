@@ -9,9 +9,9 @@ from tqdm import tqdm
 from roadseg.config import ModelInfo
 from roadseg.data import datasets, splits
 from roadseg.errors import DatasetError
-from roadseg.evaluation import scoring
+from roadseg.evaluation import plots, scoring
 from roadseg.serving import files, inference
-from roadseg.training import fit, run_folder
+from roadseg.training import curves, fit, run_folder
 
 # What a run's labelled "test" images are, where they are not a test split.
 TEST_SET_NAMES = {'cityscapes': 'Cityscapes val images (its test labels are not public; no run trains or chooses '
@@ -87,10 +87,13 @@ def finish_run(run, config):
     export_dir = inference.export_inference_model(prefix, os.path.join(run.path, inference.EXPORT_FOLDER),
                                                   config.vgg_path, model_info(config), tuple(config.skip_scales))
     print('Exported the %s checkpoint (epoch %d) to %s' % (name, state['epoch'], export_dir))
-    _remove(os.path.join(run.path, run_folder.TEST_METRICS_FILE))
+    plots_dir = os.path.join(run.path, run_folder.PLOTS_FOLDER)
+    for stale in [os.path.join(run.path, run_folder.TEST_METRICS_FILE)] + [
+            os.path.join(plots_dir, name) for name in plots.evaluation_plot_files()]:
+        _remove(stale)
     exported = inference.ExportedModel(export_dir)
     try:
-        results = _test_measures(exported, config)
+        results, pictures = _test_measures(exported, config, plots_dir)
         if results:
             overlap = splits.overlap_with_test(config.dataset, config.train, config.val, config.test)
             run.write_test_metrics(dict(results, checkpoint=name, epoch=state['epoch'],
@@ -101,6 +104,10 @@ def finish_run(run, config):
     print('Saved %d overlays of the %s images to %s%s' % (written, overlay_source(config), run.path,
                                                           '; %d unreadable image(s) skipped, no overlay of them'
                                                           % skipped if skipped else ''))
+    drawn = curves.write_training_curves(run, config)
+    pictures = ([os.path.basename(drawn[0])] if drawn else []) + [os.path.basename(path) for path in pictures]
+    if pictures:
+        print('Drew %s in %s' % (', '.join(pictures), plots_dir))
     return Finished(results, 'model and %d overlays in %s%s' % (
         written, run.path, ' (%d unreadable test image(s) have none)' % skipped if skipped else ''))
 
@@ -119,13 +126,17 @@ def overlay_source(config):
     return 'test'
 
 
-def _test_measures(exported, config):
+def _test_measures(exported, config, out_dir):
+    """(the measures on the labelled test images, the paths of their pictures in `out_dir`); ({}, []) without."""
     if not config.test:
-        return {}
+        return {}, []
     fmt = datasets.label_format(config.dataset, config.classes)
     metrics, class_iou = scoring.evaluate(exported, config.test, fmt.to_onehot, description='testing')
     groups = {name: result for name, result in scoring.measured(metrics).items() if name != 'all' and result}
-    return dict(metrics.result(), groups=groups, **({'miou': class_iou.mean()} if class_iou else {}))
+    os.makedirs(out_dir, exist_ok=True)
+    pictures = plots.write_evaluation_plots(out_dir, exported, config.test, fmt.to_onehot, metrics,
+                                            '%d test images' % len(config.test))
+    return dict(metrics.result(), groups=groups, **({'miou': class_iou.mean()} if class_iou else {})), pictures
 
 
 def _overlays(exported, paths, out_dir):

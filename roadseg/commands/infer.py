@@ -1,9 +1,9 @@
 """python main.py infer: which inputs, which output names, and writing overlays without replacing anyone's files.
 
-Inputs are never written to. Outputs are <name>_overlay.png (and <name>_road.png with masks), or for a video
-<name>_overlay.mp4 (and <name>_road.mp4; see serving/video.py); output names are one-to-one over any set of
-inputs (output_stems); an existing file is only replaced when asked (--overwrite); nothing is written inside a
-run folder, and names the file system would refuse are refused before any work.
+Inputs are never written to. Outputs are <name>_overlay.png (and <name>_road.png with masks, <name>_bev.png with
+--bev), or for a video <name>_overlay.mp4 (and <name>_road.mp4; see serving/video.py); output names are one-to-one
+over any set of inputs (output_stems); an existing file is only replaced when asked (--overwrite); nothing is
+written inside a run folder, and names the file system would refuse are refused before any work.
 """
 import collections
 import glob
@@ -12,10 +12,13 @@ import os
 from tqdm import tqdm
 
 from roadseg import atomic, config
+from roadseg.data import images
 from roadseg.errors import DatasetError, OutputError
+from roadseg.evaluation import bev
 from roadseg.serving import files, video
 
 IMAGE_SUFFIXES = ('_overlay.png', '_road.png')
+BEV_SUFFIX = '_bev.png'
 
 
 DEFAULT_PARENT = 'runs'
@@ -89,7 +92,7 @@ def check_suffixes(suffixes):
 def planned_outputs(paths, out_dir, suffixes_of):
     """{input path: [output paths]}, with the suffixes suffixes_of(path) gives (e.g. ['_overlay.png'])."""
     stems = output_stems(paths)
-    check_suffixes(IMAGE_SUFFIXES + video.OUTPUT_SUFFIXES)
+    check_suffixes(IMAGE_SUFFIXES + (BEV_SUFFIX,) + video.OUTPUT_SUFFIXES)
     return {path: [os.path.join(out_dir, stems[path] + suffix) for suffix in suffixes_of(path)] for path in paths}
 
 
@@ -113,25 +116,25 @@ def nearest_existing(path):
     return path
 
 
-def check_out_folder(out_dir):
+def check_out_folder(out_dir, flag='--out'):
     """Refuse, in one line, an --out that is a file or lies under one, is inside a run folder, or cannot be
     written."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise OutputError('--out %s is a file; give a folder (new or existing) for the outputs' % out_dir)
+        raise OutputError('%s %s is a file; give a folder (new or existing) for the outputs' % (flag, out_dir))
     existing = nearest_existing(out_dir)
     if not os.path.isdir(existing):
-        raise OutputError('--out %s cannot be a folder: %s is a file; give a folder for the outputs'
-                          % (out_dir, existing))
+        raise OutputError('%s %s cannot be a folder: %s is a file; give a folder for the outputs'
+                          % (flag, out_dir, existing))
     run = run_folder_around(existing)
     if run is not None and run == os.path.realpath(out_dir):
-        raise OutputError('--out %s is a run folder: its files belong to its model (finish replaces them). Choose '
-                          'another folder' % out_dir)
+        raise OutputError('%s %s is a run folder: its files belong to its model (finish replaces them). Choose '
+                          'another folder' % (flag, out_dir))
     if run is not None:
-        raise OutputError('--out %s is inside the run folder %s: its files belong to its model (finish replaces '
-                          'them). Choose a folder outside it' % (out_dir, run))
+        raise OutputError('%s %s is inside the run folder %s: its files belong to its model (finish replaces '
+                          'them). Choose a folder outside it' % (flag, out_dir, run))
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError('cannot write in %s (%s); choose a writable --out'
-                          % (existing, atomic.why_unwritable(existing)))
+        raise OutputError('cannot write in %s (%s); choose a writable %s'
+                          % (existing, atomic.why_unwritable(existing), flag))
 
 
 def check_name_lengths(plan, out_dir):
@@ -152,24 +155,24 @@ def check_name_lengths(plan, out_dir):
                                   'shorter input name' % (path, path_max, out_dir))
 
 
-def check_outputs(plan, inputs, out_dir, overwrite):
+def check_outputs(plan, inputs, out_dir, overwrite, flag='--out'):
     """Refuse, before any work, to write over an input, into a run folder, over existing files unasked, or under
-    names the file system does not take."""
-    check_out_folder(out_dir)
+    names the file system does not take (`flag`: the command's name for the output folder)."""
+    check_out_folder(out_dir, flag)
     check_name_lengths(plan, out_dir)
     inputs = {os.path.realpath(path) for path in inputs}
     outputs = [output for targets in plan.values() for output in targets]
     clobbered = [output for output in outputs if os.path.realpath(output) in inputs]
     if clobbered:
-        raise OutputError('%s is an input; outputs never replace inputs. Choose another --out' % clobbered[0])
+        raise OutputError('%s is an input; outputs never replace inputs. Choose another %s' % (clobbered[0], flag))
     existing = [output for output in outputs if os.path.lexists(output)]
     folders = [output for output in existing if os.path.isdir(output)]
     if folders:
-        raise OutputError('%s is a folder where an output file goes; move it away or choose another --out'
-                          % folders[0])
+        raise OutputError('%s is a folder where an output file goes; move it away or choose another %s'
+                          % (folders[0], flag))
     if existing and not overwrite:
         raise OutputError('%d output file(s) already exist in %s (e.g. %s); pass --overwrite to replace them, or '
-                          'choose another --out' % (len(existing), out_dir, os.path.basename(existing[0])))
+                          'choose another %s' % (len(existing), out_dir, os.path.basename(existing[0]), flag))
 
 
 def disagreements(paths, videos):
@@ -184,11 +187,33 @@ def disagreements(paths, videos):
             yield '%s is an image by its content (its name says video): read as an image' % path
 
 
+def check_bev_inputs(paths, videos):
+    """--bev needs images with KITTI calibration files: refuse videos and images without one, in one line."""
+    if videos:
+        raise DatasetError('--bev maps images with KITTI calibration files and %s is a video; leave --bev out for '
+                           'videos' % sorted(videos)[0])
+    missing = bev.missing_calibrations(paths)
+    if missing:
+        raise DatasetError('--bev needs the calibration file of each image (<split>/calib/<name>.txt beside '
+                           '<split>/image_2/, as in data_road.zip) and %d of %d images have none: %s'
+                           % (len(missing), len(paths), bev.describe_missing(missing)))
+
+
+def bev_writer(predict, plan):
+    """Write an image's road probability in the bird's-eye view, as 8-bit grey, to the last output of its plan."""
+    def write(path, image, probabilities):
+        mapping = bev.BevMapping.of_image(path, image.shape)
+        atomic.write_image(plan[path][-1], images.probability_image(mapping(probabilities[..., predict.road_class])))
+    return write
+
+
 def infer(args):
     """Overlays (and masks) of images and videos at their own size; unreadable ones are listed and skipped
     (exit status 1)."""
     paths = expand_inputs(args.inputs, files.IMAGE_EXTENSIONS + video.VIDEO_EXTENSIONS)
     videos = {path for path in paths if video.is_video(path)}
+    if args.bev:
+        check_bev_inputs(paths, videos)
     if args.out is not None:
         check_out_folder(args.out)
     runs_existed = os.path.isdir(DEFAULT_PARENT)
@@ -202,7 +227,7 @@ def infer(args):
 
     try:
         plan = planned_outputs(paths, out_dir, lambda path: video.OUTPUT_SUFFIXES if path in videos
-                               else IMAGE_SUFFIXES)
+                               else IMAGE_SUFFIXES + (BEV_SUFFIX,) * args.bev)
         check_outputs(plan, paths, out_dir, args.overwrite)
         predict = files.open_model(args.model)
         try:
@@ -213,7 +238,8 @@ def infer(args):
         for line in disagreements(paths, videos):
             tqdm.write('infer: ' + line)
         images_written = files.write_image_predictions(
-            predict, {path: plan[path] for path in plan if path not in videos}, args.masks, report_unreadable)
+            predict, {path: plan[path] for path in plan if path not in videos}, args.masks, report_unreadable,
+            bev_writer(predict, plan) if args.bev else None)
         videos_written = files.write_video_predictions(
             predict, {path: plan[path] for path in videos}, args.masks, report_unreadable)
     finally:

@@ -7,6 +7,10 @@ from roadseg.errors import DatasetError
 
 OVERLAY_COLOR = (0, 255, 0)
 OVERLAY_ALPHA = 0.5
+# Where a road prediction is wrong, for the pictures of the worst images: road found where there is none, and road
+# missed, in two colours apart from the overlay's green (and told apart by people who confuse red and green).
+FALSE_POSITIVE_COLOR = (255, 140, 0)
+FALSE_NEGATIVE_COLOR = (30, 90, 255)
 ROAD_THRESHOLD = 0.5
 
 
@@ -72,6 +76,17 @@ def road_overlay(image, road_probability):
     road = road_probability > ROAD_THRESHOLD
     painted = image.astype(np.float32)
     painted[road] = (1 - OVERLAY_ALPHA) * painted[road] + OVERLAY_ALPHA * np.asarray(OVERLAY_COLOR, np.float32)
+    return np.rint(painted).astype(np.uint8)
+
+
+def error_overlay(image, found, road, labelled):
+    """Paint correctly found road green, false positives (found, not road) and false negatives (road, not found) in
+    their colours, all translucent; pixels that are not labelled keep their colour."""
+    painted = image.astype(np.float32)
+    for where, colour in ((found & road, OVERLAY_COLOR), (found & ~road, FALSE_POSITIVE_COLOR),
+                          (~found & road, FALSE_NEGATIVE_COLOR)):
+        where = where & labelled
+        painted[where] = (1 - OVERLAY_ALPHA) * painted[where] + OVERLAY_ALPHA * np.asarray(colour, np.float32)
     return np.rint(painted).astype(np.uint8)
 
 

@@ -39,6 +39,8 @@ Not from the devkit: IoU of the road class with road = `prob > 0.5` on the
 unbinned probabilities (the two-class softmax argmax), TP / (TP + FP + FN).
 """
 
+import collections
+
 import numpy as np
 
 NUM_THRESHOLDS = 256
@@ -52,6 +54,10 @@ RESULT_KEYS = ('iou',) + _CURVE_KEYS + ('images',)
 _TABLE_COLUMNS = (('IoU', 'iou'), ('MaxF', 'maxf'), ('AP', 'ap'),
                   ('PRE', 'precision'), ('REC', 'recall'), ('FPR', 'fpr'),
                   ('FNR', 'fnr'))
+
+
+# Per threshold: precision, recall, F-measure; and the index of MaxF.
+PrCurve = collections.namedtuple('PrCurve', 'precision recall f_measure best')
 
 
 class _Counts:
@@ -82,20 +88,24 @@ class RoadMetrics:
     def __init__(self):
         self._total = _Counts()
         self._by_category = {}
+        self.image_iou = {}  # {name given to update(): that image's road IoU}
 
-    def update(self, prob, road, valid=None, category=None):
+    def update(self, prob, road, valid=None, category=None, name=None):
         """Add one image.
 
         prob: HxW road probabilities in [0, 1]; road: HxW bool ground truth;
         valid: HxW bool, False marks don't-care pixels (default: all valid);
         category: optional name of the image's set, e.g. from
-        `datasets.kitti_category(file_name)`.
+        `datasets.kitti_category(file_name)`; name: optional, to keep the
+        image's own IoU in `image_iou` (NaN without road labelled or found).
         Raises ValueError on bad input, leaving the accumulator unchanged.
         """
         image = _image_counts(*_validated(prob, road, valid))
         self._total.add(image)
         if category is not None:
             self._by_category.setdefault(category, _Counts()).add(image)
+        if name is not None:
+            self.image_iou[name] = float(_iou(image))
 
     def result(self):
         """Metrics of all accumulated images as a dict with RESULT_KEYS."""
@@ -112,6 +122,18 @@ class RoadMetrics:
     def category_result(self, category):
         """Metrics of one category given to `update()`."""
         return _metrics(self._by_category[category])
+
+    def pr_curve(self, category=None):
+        """The PrCurve over THRESHOLDS of all images or of one category; None
+        without any road pixel (no curve)."""
+        counts = self._total if category is None else self._by_category[category]
+        not_road_hist, road_hist = counts.histogram
+        if not road_hist.sum():
+            return None
+        precision, recall, f_measure = _pr_curve(
+            _predicted_road(road_hist), _predicted_road(not_road_hist),
+            int(road_hist.sum()))
+        return PrCurve(precision, recall, f_measure, int(np.argmax(f_measure)))
 
 
 def _validated(prob, road, valid):
@@ -171,8 +193,7 @@ def _metrics(counts):
     if positives + negatives == 0:
         raise ValueError('no valid pixels accumulated: call update() with at '
                          'least one pixel that is not don\'t-care first')
-    # TP + FP + FN = TP + FP + (positives - TP)
-    iou = _divide(counts.iou_tp, positives + counts.iou_fp, if_zero=np.nan)
+    iou = _iou(counts)
     if positives == 0:
         curve = dict.fromkeys(_CURVE_KEYS, np.nan)
     else:
@@ -185,6 +206,13 @@ def _metrics(counts):
     return result
 
 
+def _iou(counts):
+    """Road IoU of prob > IOU_THRESHOLD; NaN without road labelled or found.
+    TP + FP + FN = TP + FP + (positives - TP)."""
+    return _divide(counts.iou_tp, int(counts.histogram[1].sum()) + counts.iou_fp,
+                   if_zero=np.nan)
+
+
 def _predicted_road(histogram):
     """Per threshold k, the pixels with prob >= k/255 (bins k and above)."""
     return np.cumsum(histogram[::-1])[::-1]
@@ -192,10 +220,7 @@ def _predicted_road(histogram):
 
 def _curve_metrics(tp, fp, positives, negatives):
     """MaxF, AP and the MaxF operating point from per-threshold TP, FP."""
-    precision = _divide(tp, tp + fp, if_zero=0.0)
-    recall = tp / positives
-    f_measure = _divide(2 * precision * recall, precision + recall,
-                        if_zero=0.0)
+    precision, recall, f_measure = _pr_curve(tp, fp, positives)
     best = int(np.argmax(f_measure))
     return {
         'maxf': f_measure[best],
@@ -206,6 +231,15 @@ def _curve_metrics(tp, fp, positives, negatives):
         'fnr': (positives - tp[best]) / positives,
         'threshold': THRESHOLDS[best],
     }
+
+
+def _pr_curve(tp, fp, positives):
+    """Precision, recall and F-measure per threshold."""
+    precision = _divide(tp, tp + fp, if_zero=0.0)
+    recall = tp / positives
+    f_measure = _divide(2 * precision * recall, precision + recall,
+                        if_zero=0.0)
+    return precision, recall, f_measure
 
 
 def _average_precision(precision, recall):

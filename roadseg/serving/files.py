@@ -80,13 +80,17 @@ def renderers(predict, masks=False):
     return [painted, road] if masks else [painted]
 
 
-def write_image_predictions(predict, plan, masks=False, on_unreadable=None):
-    """Write each image's overlay (and road probability) at its own size; returns how many were written."""
+def write_image_predictions(predict, plan, masks=False, on_unreadable=None, also=None):
+    """Write each image's overlay (and road probability) at its own size; returns how many were written.
+
+    `also(path, image, probabilities)`, if given, writes what else a caller makes of each prediction."""
     written, renders = 0, renderers(predict, masks)
     results = predictions(predict, sorted(plan), on_unreadable=on_unreadable)
     for path, image, probabilities in tqdm(results, total=len(plan), desc='infer', unit='img', disable=not plan):
         for target, render in zip(plan[path], renders):
             atomic.write_image(target, render(image, probabilities))
+        if also is not None:
+            also(path, image, probabilities)
         written += 1
     return written
 

@@ -38,6 +38,8 @@ tf = graph_mode_tf()
 
 METRICS_FILE = 'metrics.csv'
 TEST_METRICS_FILE = 'test_metrics.json'
+# The run's pictures: its training curves, and its test PR curves and worst test images (training/curves.py).
+PLOTS_FOLDER = 'plots'
 STATE_FILE = 'state.json'
 CHECKPOINT_PREFIX = 'model.ckpt'
 LOCK_FILE = '.lock'
