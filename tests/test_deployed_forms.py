@@ -83,7 +83,7 @@ def test_a_form_that_fails_its_check_is_refused_in_one_line_and_nothing_is_writt
     stdout, exit_value = run_main(['export', '--model', small_trained_run, '--tflite', target, '--tflite-type',
                                    'int8', '--max-change', '0'])
     message = str(exit_value)
-    assert message.startswith('the TFLite int8 changes road ') and '\n' not in message, message
+    assert message.startswith('main.py export: the TFLite int8 changes road ') and '\n' not in message, message
     assert '%.2f points' % max(changes) in message.replace('+', '').replace('-', ''), (message, changes)
     assert 'more than the limit of 0 (--max-change)' in message and 'nothing was written' in message
     assert os.listdir(str(tmp_path)) == []  # neither the model nor a staging file
@@ -112,7 +112,7 @@ def test_flags_for_another_form_are_refused_in_one_line(small_trained_run, tmp_p
                             (['--tflite', target, '--calibration-images', str(tmp_path)],
                              '--calibration-images goes with --int8 or --tflite-type int8')):
         stdout, exit_value = run_main(['export', '--model', small_trained_run] + flags)
-        assert str(exit_value).startswith(expected), (flags, exit_value)
+        assert str(exit_value).startswith('main.py export: ' + expected), (flags, exit_value)
     assert os.listdir(str(tmp_path)) == []
 
 
