@@ -142,8 +142,8 @@ def run_config_of(args, export_dir):
     run_dir = run_of(args.model, export_dir)
     if run_dir is None:
         raise ModelError("export --int8 and --tflite check the new form against the float model on the run's "
-                         'labelled images: pass the run folder (the one holding %s), not %s' % (RUN_CONFIG_FILE,
-                                                                                               args.model))
+                         'labelled images: pass a run folder (the one holding %s), not %s'
+                         % (RUN_CONFIG_FILE, args.model))
     path = os.path.join(run_dir, RUN_CONFIG_FILE)
     with open(path) as f:
         return RunConfig.from_json(f.read(), path)
