@@ -207,9 +207,10 @@ def _add_model_commands(commands):
                             'in the KITTI layout (calibration in ../calib/<name>.txt)')
     _add_verbose_flag(infer)
     export = commands.add_parser('export', help="a run's model as ONNX, kept only if onnxruntime matches TensorFlow "
-                                                'on it')
+                                                'on it; or as int8 ONNX or TFLite, kept only if it scores as the '
+                                                'float model does')
     export.add_argument('--model', required=True, help='a run folder, or its export/ folder')
-    export.add_argument('--onnx', required=True, metavar='FILE', help='the ONNX file to write (e.g. model.onnx)')
+    _add_export_form_flags(export)
     export.add_argument('--opset', type=int, default=config.ONNX_OPSET,
                         help='ONNX opset to convert to (default: %(default)s)')
     export.add_argument('--overwrite', action='store_true', help='replace FILE if it exists')
@@ -229,6 +230,27 @@ def _add_submit_and_plot(commands):
     plot = commands.add_parser('plot', help="draw a run's training curves again (training_curves.png)")
     plot.add_argument('run', metavar='RUN_DIR')
     _add_verbose_flag(plot)
+
+
+def _add_export_form_flags(export):
+    """export's forms: --onnx FILE (float32, or --int8), or --tflite FILE (--tflite-type), and their check."""
+    form = export.add_mutually_exclusive_group(required=True)
+    form.add_argument('--onnx', metavar='FILE', help='the ONNX file to write (e.g. model.onnx)')
+    form.add_argument('--tflite', metavar='FILE', help='the TFLite file to write (e.g. model.tflite), for '
+                                                       "TensorFlow's interpreter (run by infer and evaluate)")
+    export.add_argument('--int8', action='store_true',
+                        help="with --onnx: statically quantized with onnxruntime's tools (int8 weights per channel, "
+                             'uint8 activations), calibrated on real images')
+    export.add_argument('--tflite-type', choices=config.TFLITE_TYPES, default=None,
+                        help='with --tflite: the weights as float32, float16 (half the file), or int8 (activations '
+                             'too, calibrated; the rest float) (default: %s)' % config.DEFAULT_TFLITE_TYPE)
+    export.add_argument('--calibration-images', metavar='DIR_OR_GLOB', default=None,
+                        help='with --int8 or --tflite-type int8: the images to calibrate on (at most %d; default: the '
+                             "run's validation and test images)" % config.CALIBRATION_IMAGES)
+    export.add_argument('--max-change', type=float, default=None, metavar='POINTS',
+                        help="with --int8 or --tflite: refuse the file if its road MaxF or IoU on the run's labelled "
+                             "images differs by more than this many points (of 100) from the float model's, either "
+                             'way (default: %g)' % config.DEPLOYED_MAX_CHANGE_POINTS)
 
 
 def build_parser():

@@ -26,6 +26,16 @@ ADAM_EPSILON = 1e-8
 ONNX_OPSET = 17
 # A run folder is the folder that holds this file (its RunConfig).
 RUN_CONFIG_FILE = 'run.json'
+# The deployed forms that trade exactness for speed (export --int8, --tflite): each is kept only if its road MaxF
+# and IoU on the run's labelled images stay within this many points (of 100) of the float SavedModel's, either
+# way: a form that scores differently is not the model that was validated (--max-change).
+DEPLOYED_MAX_CHANGE_POINTS = 0.5
+# At most this many images calibrate an int8 model (the run's validation and test images, or
+# --calibration-images), each at the network's input size (see serving/quantize.py for the memory it takes).
+CALIBRATION_IMAGES = 16
+# export --tflite --tflite-type: the weights' type; int8 also quantizes the activations it can, calibrated.
+TFLITE_TYPES = ('float32', 'float16', 'int8')
+DEFAULT_TFLITE_TYPE = 'float16'
 
 # --------------------------------------------------------------------------- data
 

@@ -115,8 +115,9 @@ def test_command_line_rejects_bad_settings(capsys):
 
 def test_json_is_the_last_line_and_holds_every_figure():
     # Tiny everything: a 1/16-width VGG, 64x96, two generated images, short timings.
+    # The deployed forms take five more processes: test_deployed_forms.py checks their table.
     argv = ['--image-shape', '64', '96', '--batch-size', '1', '--width', '0.0625', '--min-seconds', '0.2',
-            '--matmul-size', '256', '--images', '2', '--json']
+            '--matmul-size', '256', '--images', '2', '--json', '--no-forms']
     # Through main.py's `bench` command, as README documents it.
     finished = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), 'bench'] + argv,
                               capture_output=True, text=True, timeout=300)

@@ -29,6 +29,7 @@ pipeline_ips, pipeline_augmented_ips, pipeline_augmented_ips_cityscapes, train_i
 infer_flops_ratio, peak_rss_mb and a few more keys.
 """
 import argparse
+import importlib
 import json
 import math
 import os
@@ -331,6 +332,11 @@ def timing_images(image_shape, batch_size):
     return list(np.random.default_rng(0).integers(0, 256, (batch_size,) + tuple(image_shape) + (3,), np.uint8))
 
 
+def bench_model_info(image_shape):
+    """What the bench's exported model says it was trained on: KITTI road, at `image_shape`."""
+    return ModelInfo('kitti', 'road', datasets.ROAD_CLASSES, 1, tuple(image_shape))
+
+
 def time_exported_model(checkpoint_prefix, vgg_path, export_dir, image_shape, batch_size, min_seconds):
     """Seconds per batch of the exported model, run as main.py infer runs it; and this process's peak memory.
 
@@ -341,7 +347,7 @@ def time_exported_model(checkpoint_prefix, vgg_path, export_dir, image_shape, ba
     own (see measure_exported_model_apart).
     """
     process.cache_kernel_layouts()
-    info = ModelInfo('kitti', 'road', datasets.ROAD_CLASSES, 1, tuple(image_shape))
+    info = bench_model_info(image_shape)
     inference.export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, config.AT_ONCE_SKIP_SCALES)
     exported = inference.ExportedModel(export_dir)
     images = timing_images(image_shape, batch_size)
@@ -459,6 +465,7 @@ def run_bench(args):
             checkpoint_prefix, vgg_path, scratch, args.image_shape, args.batch_size, args.min_seconds)
         progress('that export converted to ONNX and run by onnxruntime, in a process of its own')
         onnx_step_s = measure_onnx_model_apart(scratch, args.image_shape, args.batch_size, args.min_seconds)
+        results.update(deployed_forms(args, scratch, training_folder))
     results.update(pipelines)
     results.update(
         forward_gflop_per_image=flops['forward'] / args.batch_size / 1e9,
@@ -475,6 +482,14 @@ def run_bench(args):
         results.update(speed_figures(kind, step_flops, step_s, args.batch_size, yardsticks))
     results['bars_missed'] = missed_bars(results)
     return results
+
+
+def deployed_forms(args, scratch, training_folder):
+    """The deployed forms' figures (commands/bench_forms.py), unless --no-forms."""
+    if args.no_forms:
+        return {}
+    return importlib.import_module('roadseg.commands.bench_forms').measure_forms(
+        scratch, training_folder, args.image_shape, args.batch_size, args.min_seconds)
 
 
 def speed_figures(kind, step_flops, step_s, batch_size, yardsticks):
@@ -538,6 +553,7 @@ def format_table(results):
         ', XLA' if results['xla'] else '', results['data'])
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     lines = [title] + ['  %-*s  %*s  %s' % (widths[0], what, widths[1], figure, note) for what, figure, note in rows]
+    lines += importlib.import_module('roadseg.commands.bench_forms').form_lines(results)
     if results['other_cpu_load'] is not None and results['other_cpu_load'] > BUSY_MACHINE_SHARE:
         lines.append('  WARNING: other processes took %.0f%% of the CPU during the bench; the figures are low.'
                      % (100 * results['other_cpu_load']))
@@ -571,6 +587,9 @@ def parse_args(argv):
     parser.add_argument('--min-seconds', type=float, default=10.0,
                         help='time training and inference for at least this long each, the pipelines for a fifth '
                              'of it (default: %(default)s)')
+    parser.add_argument('--no-forms', action='store_true',
+                        help='skip the deployed forms (SavedModel, ONNX float32 and int8, TFLite float16 and int8 at '
+                             '%dx%d and the input size, with their MaxF): they take a few minutes' % KITTI_IMAGE_SHAPE)
     parser.add_argument('--plain-malloc', action='store_true',
                         help="leave glibc's malloc settings alone (to see what process.tune_malloc brings)")
     hidden_flags = (('--width', float, 1.0), ('--matmul-size', int, 4096), ('--images', int, GENERATED_IMAGES))

@@ -120,14 +120,21 @@ def overlay(image, probabilities, road_class, palette=None):
     return images.road_overlay(image, probabilities[..., road_class])
 
 
+TFLITE_EXTENSION = '.tflite'
+
+
 def is_onnx_model(path):
-    """An .onnx name, or any file: a SavedModel (a run's export/) is always a folder."""
-    return path.lower().endswith('.onnx') or os.path.isfile(path)
+    """An .onnx name, or any file but a .tflite one: a SavedModel (a run's export/) is always a folder."""
+    return path.lower().endswith('.onnx') or (os.path.isfile(path) and not is_tflite_model(path))
+
+
+def is_tflite_model(path):
+    return path.lower().endswith(TFLITE_EXTENSION)
 
 
 def open_model(path):
-    """The trained model at `path`: an ONNX file (onnxruntime only), or a run folder or its export/ (TensorFlow is
-    imported here, only for those)."""
+    """The trained model at `path`: an ONNX file (onnxruntime only), a .tflite file (TensorFlow's interpreter), or
+    a run folder or its export/ (TensorFlow is imported here, only for those two)."""
     if is_onnx_model(path):
         return importlib.import_module('roadseg.serving.onnx_model').OnnxModel(path)
     try:
@@ -135,6 +142,8 @@ def open_model(path):
     except ImportError as error:
         raise ModelError('%s is a TensorFlow model and TensorFlow does not import here (%s); on a machine without '
                          'TensorFlow, run an .onnx model made by python main.py export' % (path, error)) from error
+    if is_tflite_model(path):
+        return importlib.import_module('roadseg.serving.tflite_model').TfliteModel(path)
     return inference.ExportedModel(path)
 
 
