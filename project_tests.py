@@ -178,9 +178,11 @@ class OutcomeCounter:
 
 def run_suite(args=()):
     """Run tests/ under pytest, one worker per core (pytest-xdist: much of the suite is single-threaded work in
-    child processes, which the workers overlap); print the counts as the last line; return the exit status."""
+    child processes, which the workers overlap; an idle worker steals queued tests, so that a few long ones at the
+    end do not leave a core idle); print the counts as the last line; return the exit status."""
     counter = OutcomeCounter()
-    exit_code = pytest.main(['-p', 'no:cacheprovider', '-rfEs', '--numprocesses', 'auto', '--rootdir', HERE,
+    exit_code = pytest.main(['-p', 'no:cacheprovider', '-rfEs', '--numprocesses', 'auto', '--dist', 'worksteal',
+                             '--rootdir', HERE,
                              os.path.join(HERE, 'tests'), *args], plugins=[counter])
     passed, failed, skipped = (counter.count(outcome) for outcome in ('passed', 'failed', 'skipped'))
     sys.stdout.flush()
