@@ -22,7 +22,7 @@ def leave_one_drive_out(args):
     curves, sizes, runs = {}, {}, {}
     for number, drive in enumerate(drives, 1):
         print('fold %d of %d: drive %s held out, trained on %s' % (number, len(drives), drive,
-                                                                  ', '.join(set(drives) - {drive})))
+                                                                  ', '.join(other for other in drives if other != drive)))
         data = splits.camvid_data(args.data_dir, drive, with_test=False)
         run, _ = train.train_new_run(args, train.run_config(args, data, vgg_path), runs_dir=folder, finish=False)
         curves[drive], sizes[drive], runs[drive] = held_out_curve(run.read_metrics()), len(data.val), run.path
