@@ -18,8 +18,9 @@ from roadseg import cli, process
 
 __all__ = ['load_vgg', 'layers', 'optimize', 'train_nn', 'run', 'tf']
 
-if __name__ == '__main__':  # before TensorFlow loads: its first log lines come at import
+if __name__ == '__main__':  # before TensorFlow loads: its first log lines come at import, and it reads the switches
     process.show_everything() if process.verbose_requested(sys.argv) else process.filter_native_stderr()
+    process.use_onednn_kernels()
 
 try:
     from roadseg.model import layers, load_vgg, optimize  # noqa: E402

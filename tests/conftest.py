@@ -7,9 +7,13 @@ import tempfile
 
 import pytest
 
-from roadseg import vgg_builder
-from roadseg.data import roadgen
-from tests.helpers import SMALL_WIDTH, only_run, run_main, train_args
+from roadseg import process
+
+process.use_onednn_kernels()  # as main.py does, before TensorFlow loads (with vgg_builder)
+
+from roadseg import vgg_builder  # noqa: E402
+from roadseg.data import roadgen  # noqa: E402
+from tests.helpers import SMALL_WIDTH, only_run, run_main, train_args  # noqa: E402
 
 
 @pytest.fixture(scope='session')

@@ -29,6 +29,8 @@ def test_a_normal_run_prints_only_the_projects_lines_and_verbose_shows_tensorflo
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert TENSORFLOW_LINE.search(verbose.stderr), 'TensorFlow\'s own lines with --verbose'
     assert 'device: ' in verbose.stdout and 'train: done' in verbose.stdout
+    if 'no GPU' in verbose.stdout:  # main.py turns TensorFlow's oneDNN kernels on, whatever the x86 CPU
+        assert "training on the CPU with oneDNN's kernels" in verbose.stdout, verbose.stdout
     # --xla reaches the training step: TensorFlow logs its first XLA compilation (seen with --verbose only).
     assert 'Compiled cluster using XLA' in verbose.stderr
 
@@ -52,6 +54,16 @@ def test_the_device_line_names_the_cpu_when_there_is_no_gpu():
     if gpus:
         pytest.skip('this machine has a GPU: the no-GPU line cannot be checked')
     assert line.startswith('device: no GPU') and 'slow' in line and tf.__version__ in line
+    assert process.cpu_kernels() in line
+
+
+def test_onednn_kernels_are_turned_on_unless_the_environment_turned_them_off(monkeypatch):
+    monkeypatch.delenv(process.ONEDNN_SWITCH, raising=False)
+    process.use_onednn_kernels()
+    assert os.environ[process.ONEDNN_SWITCH] == '1'
+    monkeypatch.setenv(process.ONEDNN_SWITCH, '0')
+    process.use_onednn_kernels()
+    assert os.environ[process.ONEDNN_SWITCH] == '0'
 
 
 def test_the_session_takes_gpu_memory_as_it_needs_it():
