@@ -317,7 +317,8 @@ def apply_recipe(args):
         args.found_dataset, args.found = splits.found_dataset(args.data_dir, args.dataset)
         recipe = config.CITYSCAPES_RECIPE if args.found_dataset == 'cityscapes' else config.KITTI_RECIPE
     for name, value in recipe.items():
-        args.__dict__.setdefault(name, value)
+        if name not in args.given:
+            setattr(args, name, value)
     args.image_shape, args.zoom, args.skip_scales = tuple(args.image_shape), tuple(args.zoom), tuple(args.skip_scales)
 
 

@@ -14,6 +14,7 @@ import pytest
 from roadseg import cli, config, errors
 from roadseg.data import batches, datasets
 from roadseg.process import graph_mode_tf
+from roadseg.serving import inference
 from roadseg.training import loop, schedules
 from tests.helpers import only_run, run_main, write_camvid
 
@@ -184,31 +185,42 @@ def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settin
 
 # --------------------------------------------------------------------------- the CamVid demo, end to end
 
-def _camvid_demo(root, vgg):
+def _camvid_demo(root, vgg, *flags):
     runs_dir = os.path.join(root, 'runs')
     out, exit_value = run_main(['demo', '--data-dir', root, '--vgg-dir', vgg, '--runs-dir', runs_dir,
-                                '--epochs', '1', '--image-shape', '32', '48', '--batch-size', '2'])
+                                '--epochs', '1', '--image-shape', '32', '48', '--batch-size', '2', *flags])
     assert exit_value is None, exit_value
     run = only_run(runs_dir)
     with open(os.path.join(run, 'run.json')) as f:
         run_config = json.load(f)
     drives = {split: {datasets.camvid_drive(image) for image, _ in run_config[split]} for split in ('train', 'val')}
-    assert drives == {'train': {'0001TP', '0016E5'}, 'val': {'0006R0'}}, drives
     overlays = sorted(name for name in os.listdir(run) if name.endswith('.png'))
-    return out.strip().splitlines(), run, overlays
+    return out.strip().splitlines(), run, drives, overlays
 
 
-def test_the_camvid_demo_holds_a_drive_out_and_ends_with_test_or_says_it_had_only_validation(new_folder, small_vgg):
-    lines, run, overlays = _camvid_demo(write_camvid(new_folder('camvid'), with_test=True), small_vgg)
+def test_the_camvid_demo_trains_on_every_drive_and_ends_with_test_by_drive_or_says_nothing_measured_it(new_folder,
+                                                                                                     small_vgg):
+    lines, run, drives, overlays = _camvid_demo(write_camvid(new_folder('camvid'), with_test=True), small_vgg)
+    assert drives == {'train': {'0001TP', '0006R0', '0016E5'}, 'val': set()}, drives
     assert lines[-1].startswith('demo: test road IoU ') and lines[-1].endswith(
-        'on 2 test images (test includes 2 byte-for-byte copies of training images; 2 byte-for-byte copies of '
-        'validation images), model and 2 overlays in %s' % run), lines[-1]
+        'on 2 test images (test includes 2 byte-for-byte copies of training images), model and 2 overlays in %s'
+        % run), lines[-1]
     with open(os.path.join(run, 'test_metrics.json')) as f:
-        assert 0 <= json.load(f)['iou'] <= 1
+        measured = json.load(f)
+    assert 0 <= measured['iou'] <= 1 and set(measured['groups']) == {'Seq05VD'}, measured
     assert overlays == ['Seq05VD_000000.png', 'Seq05VD_000001.png']
-    assert any(line.startswith('Saved 2 overlays of the test images') for line in lines)
+    exported = inference.ExportedModel(run)
+    assert (exported.info.classes, exported.info.flip_average) == ('road', True), exported.info
+    exported.close()
 
-    lines, run, overlays = _camvid_demo(write_camvid(new_folder('camvid')), small_vgg)
+    lines, run, drives, overlays = _camvid_demo(write_camvid(new_folder('camvid')), small_vgg)
+    assert lines[-1].startswith('demo: no test/ split in ') and 'nothing measured the model' in lines[-1], lines[-1]
+    assert not os.path.exists(os.path.join(run, 'test_metrics.json'))
+
+
+def test_the_camvid_demo_with_a_drive_held_out_says_the_figure_is_that_drives(new_folder, small_vgg):
+    lines, run, drives, overlays = _camvid_demo(write_camvid(new_folder('camvid')), small_vgg, '--val-drive', '0006R0')
+    assert drives == {'train': {'0001TP', '0016E5'}, 'val': {'0006R0'}}, drives
     assert lines[-1].startswith('demo: no test/ split in ') and 'validation road IoU' in lines[-1], lines[-1]
     assert 'on 2 images of drive 0006R0' in lines[-1] and not os.path.exists(os.path.join(run, 'test_metrics.json'))
     assert overlays == ['0006R0_000000.png', '0006R0_000001.png']
