@@ -190,7 +190,9 @@ def describe_device(tf):
 def cpu_kernels():
     """Which kernels TensorFlow's CPU convolutions run: oneDNN's, or Eigen's (see use_onednn_kernels)."""
     from tensorflow.python.util import _pywrap_util_port
-    return "oneDNN's kernels" if _pywrap_util_port.IsMklEnabled() else "Eigen's kernels (%s=0)" % ONEDNN_SWITCH
+    if _pywrap_util_port.IsMklEnabled():
+        return "oneDNN's kernels"
+    return "Eigen's kernels (%s=1 before TensorFlow loads would use oneDNN's)" % ONEDNN_SWITCH
 
 
 def _local_devices(tf):
