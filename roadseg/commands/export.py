@@ -95,15 +95,12 @@ def export(args):
     """python main.py export: convert, check, then keep the file (atomically) or refuse."""
     check_form_flags(args)
     export_dir = check_model(args.model)
-    if args.tflite:
-        check_target(args.tflite, args.overwrite, '--tflite')
-        export_checked_form(args, export_dir, args.tflite)
-    elif args.int8:
-        check_target(args.onnx, args.overwrite)
-        export_checked_form(args, export_dir, args.onnx)
+    target, flag = (args.tflite, '--tflite') if args.tflite else (args.onnx, '--onnx')
+    check_target(target, args.overwrite, flag)
+    if args.tflite or args.int8:
+        export_checked_form(args, export_dir, target)
     else:
-        check_target(args.onnx, args.overwrite)
-        export_float_onnx(args, export_dir, args.onnx)
+        export_float_onnx(args, export_dir, target)
 
 
 def export_float_onnx(args, export_dir, target):

@@ -11,10 +11,11 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from roadseg.data import datasets, images
-from roadseg.evaluation import road_metrics
+from roadseg.data import images
+from roadseg.evaluation import road_metrics, scoring
 
 MEASURES = ('maxf', 'iou')
+MEASURE_NAMES = {'maxf': 'MaxF', 'iou': 'IoU'}
 
 
 @dataclasses.dataclass
@@ -35,9 +36,9 @@ class FormCheck:
     def summary(self):
         """One line: each pooled measure of both models and its change, and the largest change on one image."""
         pooled = ', '.join('%s %.4f -> %.4f (%+.2f points)' % (
-            'MaxF' if measure == 'maxf' else 'IoU', self.reference[measure], self.candidate[measure],
+            MEASURE_NAMES[measure], self.reference[measure], self.candidate[measure],
             self.change(measure)) for measure in MEASURES)
-        one_image = ', '.join('%s %+.2f (%s)' % ('MaxF' if measure == 'maxf' else 'IoU', points, name)
+        one_image = ', '.join('%s %+.2f (%s)' % (MEASURE_NAMES[measure], points, name)
                               for measure, (points, name) in self.largest_image_change.items())
         return 'road %s; the largest change on one image: %s' % (pooled, one_image)
 
@@ -45,9 +46,8 @@ class FormCheck:
 def _one_image(reference, candidate, image_path, label_path, to_onehot):
     """{'reference': ..., 'candidate': ...} of (road probability, road truth, labelled pixels) on one image, as
     road_metrics takes them."""
-    image, label = images.read_rgb(image_path), images.read_rgb(label_path)
-    datasets.check_same_size(image_path, image, label_path, label)
-    onehot = to_onehot(label, label_path)
+    image = images.read_rgb(image_path)
+    onehot = scoring.onehot_label(image_path, image, label_path, to_onehot)
     truth, labelled = onehot[..., reference.road_class], onehot.any(axis=-1)
     return {name: (np.clip(predict([image])[0][..., reference.road_class], 0.0, 1.0), truth, labelled)
             for name, predict in (('reference', reference), ('candidate', candidate))}
@@ -82,4 +82,4 @@ def refusal(check, limit_points, what):
         return None
     return ('%s changes road %s by %+.2f points from the float model\'s on %d labelled image(s), more than the '
             'limit of %g (--max-change); it was not kept and nothing was written' % (
-                what, 'MaxF' if measure == 'maxf' else 'IoU', check.change(measure), check.images, limit_points))
+                what, MEASURE_NAMES[measure], check.change(measure), check.images, limit_points))

@@ -51,9 +51,14 @@ def _compared(predict, path, image, probabilities, label_path, to_onehot):
     """(road probability in [0, 1], one-hot label) of one image, checked: finite, the label of the image's size."""
     if not np.isfinite(probabilities).all():
         raise FloatingPointError('the network gives non-finite probabilities for %s' % path)
+    return np.clip(probabilities[..., predict.road_class], 0.0, 1.0), onehot_label(path, image, label_path, to_onehot)
+
+
+def onehot_label(path, image, label_path, to_onehot):
+    """The one-hot label of the image at `path`, read from `label_path` and checked to be of the image's size."""
     label = images.read_rgb(label_path)
     datasets.check_same_size(path, image, label_path, label)
-    return np.clip(probabilities[..., predict.road_class], 0.0, 1.0), to_onehot(label, label_path)
+    return to_onehot(label, label_path)
 
 
 Scored = collections.namedtuple('Scored', 'path image road_probability road labelled iou')
