@@ -70,6 +70,9 @@ def _add_recipe_flags(parser, recipe):
     add('--flip-average', "the model's probabilities averaged with those of the mirrored image (twice the "
                           'inference work), in validation, the export and all it makes',
         action=argparse.BooleanOptionalAction)
+    add('--scales', "the model's probabilities averaged over the image resized to each of these multiples of "
+                    '--image-shape (each side rounded to a multiple of %d; 1: --image-shape alone), in validation, '
+                    'the export and all it makes' % config.OUTPUT_MULTIPLE, type=float, nargs='+', metavar='S')
     add('--zoom', 'with --augment: each training image is scaled by a random factor in [MIN, MAX], then cropped '
                   '(or, below 1, mirror-padded) back to its size', type=float, nargs=2, metavar=('MIN', 'MAX'))
     add('--color-jitter', 'with --augment: random saturation and contrast (x[1-S, 1+S]), gamma (in [e^-S, e^S]) '
@@ -320,6 +323,7 @@ def apply_recipe(args):
         if name not in args.given:
             setattr(args, name, value)
     args.image_shape, args.zoom, args.skip_scales = tuple(args.image_shape), tuple(args.zoom), tuple(args.skip_scales)
+    args.scales = tuple(args.scales)
 
 
 def validate_training_args(args):
@@ -368,6 +372,8 @@ def _check_augmentation(args):
         yield '--zoom MIN MAX must be finite with 0 < MIN <= MAX'
     if not 0 <= args.color_jitter < 1:
         yield '--color-jitter must be in [0, 1)'
+    if not all(_finite(scale, 0, config.MAX_SCALE, low_included=False) for scale in args.scales):
+        yield '--scales must be finite numbers > 0 and below %g' % config.MAX_SCALE
 
 
 def _check_train_only(args):

@@ -24,6 +24,8 @@ AT_ONCE_SKIP_SCALES = (0.01, 0.0001)
 # TensorFlow's own AdamOptimizer default, the classic exercise's.
 ADAM_EPSILON = 1e-8
 ONNX_OPSET = 17
+# --scales: above this a scale's input takes more than 16 times the memory of --image-shape's.
+MAX_SCALE = 4.0
 # A run folder is the folder that holds this file (its RunConfig).
 RUN_CONFIG_FILE = 'run.json'
 # The deployed forms that trade exactness for speed (export --int8, --tflite): each is kept only if its road MaxF
@@ -80,7 +82,7 @@ CLASSIC_COLOR_JITTER = 0.2
 KITTI_RECIPE = dict(epochs=25, batch_size=8, learning_rate=1e-4, keep_prob=0.5, image_shape=(160, 576),
                     skip_scales=AT_ONCE_SKIP_SCALES, augment=True, clip_norm=0.0, lr_schedule='constant',
                     warmup_epochs=0, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, late_adam_epsilon=0.0,
-                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, flip_average=False)
+                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, flip_average=False, scales=(1.0,))
 # Cityscapes: a quarter of 1024x2048 on each side, so that a full-width VGG16 trains on a CPU; on a GPU,
 # 512 1024 (or the full 1024 2048) gives finer masks.
 CITYSCAPES_RECIPE = dict(KITTI_RECIPE, image_shape=(256, 512))
@@ -102,6 +104,7 @@ class ModelInfo:
     road_class: int
     image_shape: Tuple[int, int]      # the network's input size; images of any size are resized to it
     flip_average: bool = False        # probabilities averaged with those of the mirrored image
+    scales: Tuple[float, ...] = (1.0,)  # probabilities averaged over the image at these multiples of image_shape
 
     @property
     def num_classes(self):
@@ -114,7 +117,8 @@ class ModelInfo:
     def from_json(cls, text):
         fields = json.loads(text)
         return cls(fields['dataset'], fields['classes'], tuple(fields['class_names']), int(fields['road_class']),
-                   tuple(fields['image_shape']), bool(fields.get('flip_average', False)))
+                   tuple(fields['image_shape']), bool(fields.get('flip_average', False)),
+                   tuple(float(scale) for scale in fields.get('scales', (1.0,))))
 
 
 @dataclasses.dataclass
@@ -148,6 +152,7 @@ class RunConfig:
     adam_epsilon: float = ADAM_EPSILON
     late_adam_epsilon: float = 0.0     # 0: adam_epsilon throughout
     flip_average: bool = False         # the model (validation, export) averages each image with its mirror
+    scales: Tuple[float, ...] = (1.0,)  # ... and over these sizes of it (multiples of image_shape)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -156,7 +161,7 @@ class RunConfig:
     def from_json(cls, text, where):
         try:
             fields = json.loads(text)
-            for name in ('image_shape', 'skip_scales', 'zoom'):
+            for name in ('image_shape', 'skip_scales', 'zoom', 'scales'):
                 if name in fields:
                     fields[name] = tuple(fields[name])
             for split in ('train', 'val', 'test'):
@@ -169,4 +174,4 @@ class RunConfig:
     # Settings a resumed run may change: each takes effect from the next epoch and is recorded in run.json.
     RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla', 'zoom',
                  'color_jitter', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'adam_epsilon',
-                 'late_adam_epsilon', 'flip_average')
+                 'late_adam_epsilon', 'flip_average', 'scales')

@@ -67,16 +67,18 @@ def _vgg_problem(error):
             % (first_line[:160], get))
 
 
-def vgg_tensors(graph, vgg_path):
-    """The five VGG tensors of `graph`, by name; VGGModelError names the missing ones."""
+def vgg_tensors(graph, vgg_path, scope=''):
+    """The five VGG tensors of `graph` (of the copy imported under `scope`), by name; VGGModelError names the
+    missing ones."""
     names = {op_output.name for op in graph.get_operations() for op_output in op.outputs}
-    missing = [name for name in VGG_TENSOR_NAMES if name not in names]
+    wanted = [scope + '/' + name if scope else name for name in VGG_TENSOR_NAMES]
+    missing = [name for name in wanted if name not in names]
     if missing:
         placeholders = [op.name for op in graph.get_operations() if op.type.startswith('Placeholder')]
         raise VGGModelError('%s lacks the tensor(s) %s that FCN-8 needs. It has the inputs %s and %d operations '
                             'in all; a model built by vgg_builder.py or the classic vgg.zip has all five.'
                             % (vgg_path, ', '.join(missing), placeholders, len(graph.get_operations())))
-    return tuple(graph.get_tensor_by_name(name) for name in VGG_TENSOR_NAMES)
+    return tuple(graph.get_tensor_by_name(name) for name in wanted)
 
 
 # --------------------------------------------------------------------------- the decoder: FCN-8
@@ -184,10 +186,11 @@ def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, fre
     return FCN8(image_input, keep_prob, correct_label, learning_rate, adam_epsilon, output, logits, train_op, loss)
 
 
-def restore_checkpoint(sess, prefix):
-    """Load a checkpoint into the session; a damaged one is said in one line, with the way out."""
+def restore_checkpoint(sess, prefix, variables=None):
+    """Load a checkpoint into the session's variables (or into `variables`, {name in the checkpoint: variable});
+    a damaged one is said in one line, with the way out."""
     try:
-        tf.train.Saver(tf.global_variables()).restore(sess, prefix)
+        tf.train.Saver(variables or tf.global_variables()).restore(sess, prefix)
     except (tf.errors.OpError, ValueError) as error:
         raise RunFolderError('%s is damaged (%s); delete that checkpoint folder to go on from the other one '
                              '(checkpoints/best or checkpoints/last), or start a new run'

@@ -52,6 +52,35 @@ def test_a_flip_averaged_export_is_the_mean_of_the_image_and_its_mirror_in_train
             exported.close()
 
 
+def test_a_scale_averaged_export_is_the_mean_of_the_network_at_each_input_size_in_training_and_export(
+        small_trained_run, small_dataset, small_vgg, tmp_path):
+    prefix = run_folder.RunFolder(small_trained_run).checkpoint('best')[0]
+    scene = images.read_rgb(datasets.kitti_test_images(small_dataset)[0])
+    plain = inference.ExportedModel(small_trained_run)
+    scales = (0.5, 1.0, 1.5)
+    shapes = inference.input_shapes(plain.info.image_shape, scales)
+    assert shapes == [(32, 96), SMALL_SHAPE, (96, 288)]
+    singles = [inference.ExportedModel(inference.export_inference_model(
+        prefix, str(tmp_path / ('%dx%d' % shape)), small_vgg, dataclasses.replace(plain.info, image_shape=shape),
+        (1, 1))) for shape in shapes]
+    averaged = inference.ExportedModel(inference.export_inference_model(
+        prefix, str(tmp_path / 'scales'), small_vgg, dataclasses.replace(plain.info, scales=scales), (1, 1)))
+    try:
+        maps = [single([scene])[0] for single in singles]
+        assert averaged.info.scales == scales and plain.info.scales == (1.0,)
+        assert np.abs(averaged([scene])[0] - np.mean(maps, axis=0)).max() < 1e-4
+        assert np.abs(maps[0] - maps[2]).max() > 1e-3, 'the sizes see the image differently'
+    finally:
+        for exported in singles + [plain, averaged]:
+            exported.close()
+    with tf.Graph().as_default(), tf.Session() as sess:
+        fcn8 = model.build_fcn8(sess, small_vgg, 2, skip_scales=(1, 1))
+        model.restore_checkpoint(sess, prefix)
+        predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input, SMALL_SHAPE,
+                                             scales=scales)
+        assert np.abs(predict([scene])[0] - np.mean(maps, axis=0)).max() < 0.02, 'validation sees the same'
+
+
 def test_exported_model_matches_the_trained_graph_at_any_size(small_trained_run, small_dataset, small_vgg):
     run = run_folder.RunFolder(small_trained_run)
     scenes = [images.read_rgb(p) for p in datasets.kitti_test_images(small_dataset)[:3]]

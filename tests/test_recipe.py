@@ -166,7 +166,9 @@ def test_recipe_flags_out_of_range_are_refused_in_one_line():
                         (['--adam-epsilon', '0'], '--adam-epsilon'), (['--adam-epsilon', 'inf'], '--adam-epsilon'),
                         (['--late-adam-epsilon', '-1'], '--late-adam-epsilon'),
                         (['--late-adam-epsilon', 'nan'], '--late-adam-epsilon'),
-                        (['--warmup-epochs', '-1'], '--warmup-epochs')):
+                        (['--warmup-epochs', '-1'], '--warmup-epochs'),
+                        (['--scales', '1', '0'], '--scales'), (['--scales', '5'], '--scales'),
+                        (['--scales', 'nan'], '--scales')):
         with pytest.raises(errors.UserError, match=re.escape(text)):
             cli.parse_args(['train'] + flags)
 
@@ -180,6 +182,7 @@ def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settin
     assert (old.zoom, old.color_jitter) == (batches.Augmentation.zoom, batches.Augmentation.color)
     assert (old.lr_schedule, old.warmup_epochs, old.label_smoothing) == ('constant', 0, 0.0)
     assert old.adam_epsilon == config.ADAM_EPSILON
+    assert (old.flip_average, old.scales) == (False, (1.0,))
     assert config.RunConfig.from_json(old.to_json(), 'run.json') == old
 
 

@@ -70,7 +70,7 @@ def by_group(results, config):
 def model_info(config):
     fmt = datasets.label_format(config.dataset, config.classes)
     return ModelInfo(config.dataset, config.classes, tuple(fmt.class_names), fmt.road_class,
-                     tuple(config.image_shape), config.flip_average)
+                     tuple(config.image_shape), config.flip_average, tuple(config.scales))
 
 
 def finish_run(run, config):

@@ -29,7 +29,7 @@ def run_config(args, data, vgg_path):
         xla=args.xla, mixed_precision=args.mixed_precision, clip_norm=args.clip_norm, zoom=tuple(args.zoom),
         color_jitter=args.color_jitter, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, adam_epsilon=args.adam_epsilon,
-        late_adam_epsilon=args.late_adam_epsilon, flip_average=args.flip_average,
+        late_adam_epsilon=args.late_adam_epsilon, flip_average=args.flip_average, scales=tuple(args.scales),
         train=[tuple(map(os.path.abspath, pair)) for pair in data.train],
         val=[tuple(map(os.path.abspath, pair)) for pair in data.val],
         test=[tuple(map(os.path.abspath, pair)) for pair in data.test],

@@ -4,7 +4,10 @@ The export is the run's best checkpoint as a self-contained SavedModel (tag `ser
 `serving_default` signature: input `image` uint8 [B, H, W, 3] of any size; outputs `road_probability`
 [B, H, W] and `probabilities` [B, H, W, C] at that size (resize and softmax inside the graph). It also holds
 `model_info:0`, the ModelInfo JSON of what it was trained on. With ModelInfo.flip_average the network also sees
-each image mirrored, and the two probability maps are averaged (mirrored back) inside the graph.
+each image mirrored, and the two probability maps are averaged (mirrored back) inside the graph. With several
+ModelInfo.scales the network sees the image at each of those sizes and the maps are averaged too: the export then
+holds one copy of the network per size (a TF1 graph cannot run one copy at several sizes without control flow,
+which the ONNX and TFLite forms would not keep), all restored from the same checkpoint.
 """
 import os
 
@@ -27,15 +30,24 @@ MODEL_INFO = 'model_info:0'
 EXPORT_FOLDER = 'export'
 
 
-def probability_graph(logits, image_input, image_shape):
-    """Graph ops from `logits` (4-D, or flattened to [B*H*W, C]) to class probabilities at a requested size.
+def input_shapes(image_shape, scales=(1.0,)):
+    """The network's input size at each of `scales` times `image_shape`: image_shape itself at 1, other sides
+    rounded to multiples of OUTPUT_MULTIPLE so that the network's output has its input's size."""
+    multiple = config.OUTPUT_MULTIPLE
+    return [tuple(image_shape) if scale == 1 else
+            tuple(max(multiple, multiple * int(round(side * scale / multiple))) for side in image_shape)
+            for scale in scales]
+
+
+def probability_graph(logits, image_input):
+    """Graph ops from `logits` (4-D, or flattened to [B*H*W, C]) of an input whose sides are multiples of
+    OUTPUT_MULTIPLE to class probabilities at a requested size (the input's unless fed).
 
     Returns (probabilities [B, h, w, classes], output_size placeholder [2]); softmax and resize run in the graph.
     """
     num_classes = logits.shape[-1]
-    batch = tf.shape(image_input)[0]
-    scores = tf.reshape(logits, tf.stack([batch, image_shape[0], image_shape[1], num_classes]))
-    output_size = tf.placeholder_with_default(tf.constant(image_shape, tf.int32), [2], name='output_size')
+    scores = tf.reshape(logits, tf.concat([tf.shape(image_input)[:3], [num_classes]], axis=0))
+    output_size = tf.placeholder_with_default(tf.shape(image_input)[1:3], [2], name='output_size')
     return resize_bilinear(tf.nn.softmax(scores), output_size), output_size
 
 
@@ -49,13 +61,18 @@ class SessionPredictor:
     """Class probabilities, at the images' own size, from a graph being trained (one call per same-size batch)."""
 
     def __init__(self, sess, logits, keep_prob, image_input, image_shape, road_class=1, palette=None,
-                 flip_average=False):
-        self.sess, self.keep_prob, self.image_input, self.image_shape = sess, keep_prob, image_input, image_shape
+                 flip_average=False, scales=(1.0,)):
+        self.sess, self.keep_prob, self.image_input = sess, keep_prob, image_input
         self.road_class, self.palette, self.flip_average = road_class, palette, flip_average
-        self.probabilities, self.output_size = probability_graph(logits, image_input, image_shape)
+        self.input_shapes = input_shapes(image_shape, scales)
+        self.probabilities, self.output_size = probability_graph(logits, image_input)
 
     def __call__(self, batch):
-        resized = np.stack([images.resize_image(image, self.image_shape) for image in batch])
+        maps = [self._at_input_shape(batch, shape) for shape in self.input_shapes]
+        return maps[0] if len(maps) == 1 else sum(maps) / np.float32(len(maps))
+
+    def _at_input_shape(self, batch, input_shape):
+        resized = np.stack([images.resize_image(image, input_shape) for image in batch])
         if self.flip_average:
             resized = np.concatenate([resized, resized[:, :, ::-1]])
         probabilities = self.sess.run(self.probabilities, {self.image_input: resized, self.keep_prob: 1.0,
@@ -73,25 +90,42 @@ def averaged_with_mirror(probabilities, count):
 
 def export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, skip_scales, replace=True):
     """Write the inference SavedModel of a training checkpoint (see the module's docstring), atomically."""
-    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+    with tf.Graph().as_default(), tf.Session() as sess:
         image = tf.placeholder(tf.uint8, [None, None, None, 3], name='image')
-        resized = resize_bilinear(tf.cast(image, tf.float32), info.image_shape)
-        if info.flip_average:
-            resized = tf.concat([resized, resized[:, :, ::-1]], axis=0)
-        with model.vgg_load_errors_explained(vgg_path):
-            tf.saved_model.loader.load(sess, [config.VGG_TAG], vgg_path, input_map={'image_input:0': resized})
-        _, _, layer3, layer4, layer7 = model.vgg_tensors(graph, vgg_path)
-        scores = model.layers(layer3, layer4, layer7, info.num_classes, skip_scales)
-        probabilities = resize_bilinear(tf.nn.softmax(scores), tf.shape(image)[1:3])
-        if info.flip_average:
-            probabilities = averaged_with_mirror(probabilities, tf.shape(image)[0])
-        probabilities = tf.identity(probabilities, name='probabilities')
+        maps = []
+        for copy, input_shape in enumerate(input_shapes(info.image_shape, info.scales)):
+            scope = 'scale%d' % copy if copy else ''
+            before = set(tf.global_variables())
+            maps.append(_network_probabilities(sess, image, input_shape, scope, vgg_path, info, skip_scales))
+            model.restore_checkpoint(sess, checkpoint_prefix, {_checkpoint_name(v, scope): v
+                                                               for v in tf.global_variables() if v not in before})
+        probabilities = tf.identity(maps[0] if len(maps) == 1 else tf.add_n(maps) / len(maps), name='probabilities')
         road_probability = tf.identity(probabilities[..., info.road_class], name='road_probability')
         tf.constant(info.to_json(), name='model_info')
-        model.restore_checkpoint(sess, checkpoint_prefix)
         signature = tf.saved_model.signature_def_utils.predict_signature_def(
             inputs={'image': image}, outputs={'road_probability': road_probability, 'probabilities': probabilities})
         return vgg_builder.save_savedmodel(sess, SERVE_TAG, export_dir, {SIGNATURE: signature}, replace)
+
+
+def _network_probabilities(sess, image, input_shape, scope, vgg_path, info, skip_scales):
+    """One copy of the network (its variables in `scope`, '' for none) on `image` resized to `input_shape`:
+    class probabilities at the image's size, flip-averaged if the model is."""
+    resized = resize_bilinear(tf.cast(image, tf.float32), input_shape)
+    if info.flip_average:
+        resized = tf.concat([resized, resized[:, :, ::-1]], axis=0)
+    with model.vgg_load_errors_explained(vgg_path):
+        tf.saved_model.loader.load(sess, [config.VGG_TAG], vgg_path, import_scope=scope or None,
+                                   input_map={'image_input:0': resized})
+    _, _, layer3, layer4, layer7 = model.vgg_tensors(sess.graph, vgg_path, scope)
+    with tf.variable_scope(scope or tf.get_variable_scope()):
+        scores = model.layers(layer3, layer4, layer7, info.num_classes, skip_scales)
+    probabilities = resize_bilinear(tf.nn.softmax(scores), tf.shape(image)[1:3])
+    return averaged_with_mirror(probabilities, tf.shape(image)[0]) if info.flip_average else probabilities
+
+
+def _checkpoint_name(variable, scope):
+    """The training checkpoint's name of a variable of the network's copy in `scope`."""
+    return variable.op.name[len(scope) + 1:] if scope else variable.op.name
 
 
 def resolve_export_dir(path):

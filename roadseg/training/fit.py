@@ -57,7 +57,7 @@ class EpochReporter:
         self.fmt = datasets.label_format(config.dataset, config.classes)
         self.predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
                                                   tuple(config.image_shape), self.fmt.road_class, self.fmt.palette,
-                                                  config.flip_average)
+                                                  config.flip_average, tuple(config.scales))
         self.measure, self.measure_name = selection_measure(self.fmt)
         self.best, self.completed = state.get('best_' + self.measure, -math.inf), state['epoch']
         self.losses, self.rewinds = {}, 0  # mean train loss of each epoch trained here (a rewound one: its redo)
