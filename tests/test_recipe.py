@@ -213,7 +213,8 @@ def test_the_camvid_demo_trains_on_every_drive_and_ends_with_test_by_drive_or_sa
     assert 0 <= measured['iou'] <= 1 and set(measured['groups']) == {'Seq05VD'}, measured
     assert overlays == ['Seq05VD_000000.png', 'Seq05VD_000001.png']
     exported = inference.ExportedModel(run)
-    assert (exported.info.classes, exported.info.flip_average) == ('road', True), exported.info
+    assert (exported.info.classes, exported.info.flip_average, exported.info.scales) == (
+        'road', True, config.CAMVID_DEMO_RECIPE['scales']), exported.info
     exported.close()
 
     lines, run, drives, overlays = _camvid_demo(write_camvid(new_folder('camvid')), small_vgg)
