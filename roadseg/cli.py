@@ -73,6 +73,9 @@ def _add_recipe_flags(parser, recipe):
     add('--scales', "the model's probabilities averaged over the image resized to each of these multiples of "
                     '--image-shape (each side rounded to a multiple of %d; 1: --image-shape alone), in validation, '
                     'the export and all it makes' % config.OUTPUT_MULTIPLE, type=float, nargs='+', metavar='S')
+    add('--average-weights', 'the model is the mean of the weights at the end of each epoch after the warm-up '
+                             '(stochastic weight averaging), not the last epoch\'s weights; validation sees the mean',
+        action=argparse.BooleanOptionalAction)
     add('--zoom', 'with --augment: each training image is scaled by a random factor in [MIN, MAX], then cropped '
                   '(or, below 1, mirror-padded) back to its size', type=float, nargs=2, metavar=('MIN', 'MAX'))
     add('--color-jitter', 'with --augment: random saturation and contrast (x[1-S, 1+S]), gamma (in [e^-S, e^S]) '
@@ -348,6 +351,9 @@ def _check_sizes(args):
         yield '--batch-size must be >= 1'
     if args.warmup_epochs < 0:
         yield '--warmup-epochs must be >= 0'
+    elif args.average_weights and args.epochs <= args.warmup_epochs:
+        yield ('--average-weights averages the epochs after the warm-up: --epochs must be above --warmup-epochs '
+               '(%d)' % args.warmup_epochs)
 
 
 def _check_rates(args):

@@ -24,6 +24,8 @@ AT_ONCE_SKIP_SCALES = (0.01, 0.0001)
 # TensorFlow's own AdamOptimizer default, the classic exercise's.
 ADAM_EPSILON = 1e-8
 ONNX_OPSET = 17
+# --average-weights: a training checkpoint holds the mean of each trainable variable under this scope.
+WEIGHT_AVERAGE_SCOPE = 'weight_average'
 # --scales: above this a scale's input takes more than 16 times the memory of --image-shape's.
 MAX_SCALE = 4.0
 # A run folder is the folder that holds this file (its RunConfig).
@@ -82,7 +84,8 @@ CLASSIC_COLOR_JITTER = 0.2
 KITTI_RECIPE = dict(epochs=25, batch_size=8, learning_rate=1e-4, keep_prob=0.5, image_shape=(160, 576),
                     skip_scales=AT_ONCE_SKIP_SCALES, augment=True, clip_norm=0.0, lr_schedule='constant',
                     warmup_epochs=0, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, late_adam_epsilon=0.0,
-                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, flip_average=False, scales=(1.0,))
+                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, flip_average=False, scales=(1.0,),
+                    average_weights=False)
 # Cityscapes: a quarter of 1024x2048 on each side, so that a full-width VGG16 trains on a CPU; on a GPU,
 # 512 1024 (or the full 1024 2048) gives finer masks.
 CITYSCAPES_RECIPE = dict(KITTI_RECIPE, image_shape=(256, 512))
@@ -155,6 +158,7 @@ class RunConfig:
     late_adam_epsilon: float = 0.0     # 0: adam_epsilon throughout
     flip_average: bool = False         # the model (validation, export) averages each image with its mirror
     scales: Tuple[float, ...] = (1.0,)  # ... and over these sizes of it (multiples of image_shape)
+    average_weights: bool = False      # the model is the mean of the weights of the epochs after the warm-up
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -167,6 +167,7 @@ def test_recipe_flags_out_of_range_are_refused_in_one_line():
                         (['--late-adam-epsilon', '-1'], '--late-adam-epsilon'),
                         (['--late-adam-epsilon', 'nan'], '--late-adam-epsilon'),
                         (['--warmup-epochs', '-1'], '--warmup-epochs'),
+                        (['--average-weights', '--epochs', '2', '--warmup-epochs', '2'], '--average-weights'),
                         (['--scales', '1', '0'], '--scales'), (['--scales', '5'], '--scales'),
                         (['--scales', 'nan'], '--scales')):
         with pytest.raises(errors.UserError, match=re.escape(text)):

@@ -16,7 +16,9 @@ import pytest
 from roadseg import atomic, config, model
 from roadseg.data import batches, datasets, images, roadgen, splits
 from roadseg.process import graph_mode_tf
-from roadseg.training import fit, loop, run_folder, schedules
+from roadseg.evaluation import scoring
+from roadseg.serving import inference
+from roadseg.training import fit, loop, run_folder, schedules, weight_average
 from tests.helpers import CHILD_TIMEOUT, ROOT, child_environment, only_run, run_main, write_png
 
 tf = graph_mode_tf()
@@ -257,6 +259,36 @@ def test_a_huge_late_adam_epsilon_holds_the_weights_from_the_late_phase_on(quick
     assert one_epoch and held.keys() == one_epoch.keys() == trained_on.keys()
     assert max(np.abs(held[name] - one_epoch[name]).max() for name in one_epoch) < 1e-6
     assert max(np.abs(trained_on[name] - one_epoch[name]).max() for name in one_epoch) > 1e-4
+
+
+def test_an_averaged_run_exports_and_validates_the_mean_of_its_epochs_weights(quick_train_args, new_folder):
+    # No warm-up: epochs 1 and 2 are averaged. Averaging changes no training step, so the one-epoch run's
+    # weights are the averaged run's after its first epoch.
+    one_epoch = _weights_of_run(quick_train_args(new_folder('average-1'), 1))
+    runs = new_folder('average-2')
+    out, stop = run_main(quick_train_args(runs, 2, '--average-weights'))
+    assert stop is None, stop
+    assert 'the mean of the weights at the end of epochs 1-2' in out and 'the mean of the weights of epochs 1-2' in out
+    run = run_folder.RunFolder(only_run(runs))
+    prefix, state = run.checkpoint('last')
+    values = checkpoint_values(prefix)
+    assert state[weight_average.AVERAGED_EPOCHS] == 2 and values[config.WEIGHT_AVERAGE_SCOPE + '/count'] == 2
+    means = {name: (one_epoch[name] + values[name]) / 2 for name in one_epoch}
+    assert max(np.abs(values[name] - one_epoch[name]).max() for name in one_epoch) > 1e-4, 'epoch 2 trained'
+    assert max(np.abs(values[config.WEIGHT_AVERAGE_SCOPE + '/' + name] - means[name]).max() for name in means) < 1e-5
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.saved_model.loader.load(sess, [inference.SERVE_TAG], os.path.join(run.path, inference.EXPORT_FOLDER))
+        exported = {v.op.name: value for v, value in zip(tf.global_variables(), sess.run(tf.global_variables()))}
+    assert exported.keys() >= means.keys()
+    assert max(np.abs(exported[name] - means[name]).max() for name in means) < 1e-5
+    # Validation saw the mean too: the last epoch's validation is the export's score on the same images.
+    config_ = run.read_config()
+    model_ = inference.ExportedModel(os.path.join(run.path, inference.EXPORT_FOLDER))
+    try:
+        metrics, _ = scoring.evaluate(model_, config_.val, datasets.kitti_label_to_onehot)
+    finally:
+        model_.close()
+    assert abs(metrics.result()['iou'] - float(run.read_metrics()[-1]['val_iou'])) < 1e-4
 
 
 def test_a_run_killed_at_any_moment_resumes_to_exactly_the_uninterrupted_run(

@@ -11,7 +11,7 @@ from roadseg.data import datasets, splits
 from roadseg.errors import DatasetError
 from roadseg.evaluation import plots, scoring
 from roadseg.serving import files, inference
-from roadseg.training import curves, fit, run_folder
+from roadseg.training import curves, fit, run_folder, weight_average
 
 # What a run's labelled "test" images are, where they are not a test split.
 TEST_SET_NAMES = {'cityscapes': 'Cityscapes val images (its test labels are not public; no run trains or chooses '
@@ -84,9 +84,14 @@ def finish_run(run, config):
         raise DatasetError('%s has no checkpoint yet: train at least one epoch (python main.py train --resume %s)'
                            % (run.path, run.path))
     name, prefix, state = chosen
+    averaged = state.get(weight_average.AVERAGED_EPOCHS, 0)
     export_dir = inference.export_inference_model(prefix, os.path.join(run.path, inference.EXPORT_FOLDER),
-                                                  config.vgg_path, model_info(config), tuple(config.skip_scales))
-    print('Exported the %s checkpoint (epoch %d) to %s' % (name, state['epoch'], export_dir))
+                                                  config.vgg_path, model_info(config), tuple(config.skip_scales),
+                                                  averaged=bool(averaged))
+    print('Exported the %s checkpoint (epoch %d%s) to %s' % (
+        name, state['epoch'], '; the mean of the weights of epochs %d-%d' % (state['epoch'] - averaged + 1,
+                                                                             state['epoch']) if averaged else '',
+        export_dir))
     plots_dir = os.path.join(run.path, run_folder.PLOTS_FOLDER)
     for stale in [os.path.join(run.path, run_folder.TEST_METRICS_FILE)] + [
             os.path.join(plots_dir, name) for name in plots.evaluation_plot_files()]:

@@ -14,7 +14,7 @@ tf = graph_mode_tf()
 
 # Settings a run's model or data depend on: --resume refuses to change them. (--data-dir and --vgg-dir may point a
 # resumed run at its moved data and VGG16: run_folder.relocated.)
-FIXED_ON_RESUME = ('image_shape', 'skip_scales', 'seed', 'freeze_encoder', 'mixed_precision',
+FIXED_ON_RESUME = ('image_shape', 'skip_scales', 'seed', 'freeze_encoder', 'mixed_precision', 'average_weights',
                    'dataset', 'classes', 'val_fraction', 'val_drive', 'val_cities', 'labels', 'vgg_source',
                    'kitti_url')
 
@@ -30,6 +30,7 @@ def run_config(args, data, vgg_path):
         color_jitter=args.color_jitter, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, adam_epsilon=args.adam_epsilon,
         late_adam_epsilon=args.late_adam_epsilon, flip_average=args.flip_average, scales=tuple(args.scales),
+        average_weights=args.average_weights,
         train=[tuple(map(os.path.abspath, pair)) for pair in data.train],
         val=[tuple(map(os.path.abspath, pair)) for pair in data.val],
         test=[tuple(map(os.path.abspath, pair)) for pair in data.test],

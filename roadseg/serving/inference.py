@@ -88,8 +88,10 @@ def averaged_with_mirror(probabilities, count):
     return 0.5 * (probabilities[:count] + probabilities[count:, :, ::-1])
 
 
-def export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, skip_scales, replace=True):
-    """Write the inference SavedModel of a training checkpoint (see the module's docstring), atomically."""
+def export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, skip_scales, replace=True,
+                           averaged=False):
+    """Write the inference SavedModel of a training checkpoint (see the module's docstring), atomically; with
+    `averaged`, of the mean of the weights that the checkpoint holds beside them (--average-weights)."""
     with tf.Graph().as_default(), tf.Session() as sess:
         image = tf.placeholder(tf.uint8, [None, None, None, 3], name='image')
         maps = []
@@ -97,7 +99,7 @@ def export_inference_model(checkpoint_prefix, export_dir, vgg_path, info, skip_s
             scope = 'scale%d' % copy if copy else ''
             before = set(tf.global_variables())
             maps.append(_network_probabilities(sess, image, input_shape, scope, vgg_path, info, skip_scales))
-            model.restore_checkpoint(sess, checkpoint_prefix, {_checkpoint_name(v, scope): v
+            model.restore_checkpoint(sess, checkpoint_prefix, {_checkpoint_name(v, scope, averaged): v
                                                                for v in tf.global_variables() if v not in before})
         probabilities = tf.identity(maps[0] if len(maps) == 1 else tf.add_n(maps) / len(maps), name='probabilities')
         road_probability = tf.identity(probabilities[..., info.road_class], name='road_probability')
@@ -123,9 +125,10 @@ def _network_probabilities(sess, image, input_shape, scope, vgg_path, info, skip
     return averaged_with_mirror(probabilities, tf.shape(image)[0]) if info.flip_average else probabilities
 
 
-def _checkpoint_name(variable, scope):
-    """The training checkpoint's name of a variable of the network's copy in `scope`."""
-    return variable.op.name[len(scope) + 1:] if scope else variable.op.name
+def _checkpoint_name(variable, scope, averaged=False):
+    """The training checkpoint's name of a variable of the network's copy in `scope` (or of its mean)."""
+    name = variable.op.name[len(scope) + 1:] if scope else variable.op.name
+    return '%s/%s' % (config.WEIGHT_AVERAGE_SCOPE, name) if averaged else name
 
 
 def resolve_export_dir(path):

@@ -1,5 +1,6 @@
 """Training a run: train_nn (loop.py) from the run's last checkpoint, and around it validation after every epoch,
 the best and last checkpoints, metrics.csv and TensorBoard, and the rewinds after a loss explosion."""
+import contextlib
 import math
 import os
 import time
@@ -16,6 +17,7 @@ from roadseg.process import graph_mode_tf
 from roadseg.serving import files, inference
 from roadseg.training.loop import EpochHooks, LossWatch, train_nn
 from roadseg.training.schedules import LearningRate, adam_epsilon_schedule, late_phase_start
+from roadseg.training.weight_average import AVERAGED_EPOCHS, WeightAverage, first_averaged_epoch
 
 tf = graph_mode_tf()
 
@@ -51,8 +53,8 @@ def selection_measure(fmt):
 class EpochReporter:
     """After each epoch: validation metrics, metrics.csv, TensorBoard, then the best and last checkpoints."""
 
-    def __init__(self, sess, fcn8, run, config, state, rate):
-        self.sess, self.run, self.config, self.rate_of = sess, run, config, rate
+    def __init__(self, sess, fcn8, run, config, state, rate, average=None):
+        self.sess, self.run, self.config, self.rate_of, self.average = sess, run, config, rate, average
         self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
         self.fmt = datasets.label_format(config.dataset, config.classes)
         self.predict = inference.SessionPredictor(sess, fcn8.logits, fcn8.keep_prob, fcn8.image_input,
@@ -69,14 +71,18 @@ class EpochReporter:
         if not self.sess.run(self.weights_finite):
             raise FloatingPointError('the weights became non-finite in epoch %d; lower --learning-rate or set '
                                      '--clip-norm' % epoch)
-        result = self._validate()
+        if self.average and epoch >= first_averaged_epoch(self.config):
+            self.average.add_current_weights()
+        with self._model_in_network():
+            result, overlays = self._validate(), self._overlays()
         improved = not self.config.val or (np.isfinite(result.get(self.measure, np.nan))
                                            and result[self.measure] > self.best)
         if improved and self.config.val:
             self.best = result[self.measure]
         state = {'epoch': epoch, 'best_' + self.measure: float(self.best), 'loss': float(loss),
                  'rate_share': self.rate_of.share,
-                 'validation': {key: float(result[key]) for key in ('iou', 'maxf', 'miou') if key in result}}
+                 'validation': {key: float(result[key]) for key in ('iou', 'maxf', 'miou') if key in result},
+                 AVERAGED_EPOCHS: self.average.epochs_averaged() if self.average else 0}
         # The metrics row before the checkpoints: a kill in between re-trains this epoch and rewrites its row.
         self.rows = [row for row in self.rows if int(row['epoch']) < epoch]
         training_row = {'epoch': epoch, 'train_loss': '%.6f' % loss, 'learning_rate': '%.6g' % self.rate_of(epoch)}
@@ -86,7 +92,7 @@ class EpochReporter:
         self.run.write_summaries(epoch, dict({'train/loss': loss, 'train/learning_rate': self.rate_of(epoch)},
                                              **{'val/' + k: result[k] for k in ('iou', 'maxf', 'miou')
                                                 if k in result and np.isfinite(result[k])}),
-                                 self._overlays())
+                                 overlays)
         if improved:  # best before last: a kill in between never leaves a best score without its weights
             self.run.save_checkpoint(self.sess, self.saver, 'best', state)
         self.run.save_checkpoint(self.sess, self.saver, 'last', state)
@@ -107,6 +113,10 @@ class EpochReporter:
         self.rows = [row for row in self.rows if int(row['epoch']) <= self.completed]
         self.run.write_metrics(self.rows)
         self.run.save_checkpoint(self.sess, self.saver, 'last', dict(state, rate_share=self.rate_of.share))
+
+    def _model_in_network(self):
+        """What validation and its overlays see: the model the run exports (with --average-weights, the mean)."""
+        return self.average.in_network() if self.average else contextlib.nullcontext()
 
     def _validate(self):
         if not self.config.val:
@@ -142,6 +152,7 @@ def fit(run, config):
         fcn8 = model.build_fcn8(sess, config.vgg_path, fmt.num_classes, tuple(config.skip_scales),
                                 config.freeze_encoder, config.mixed_precision, config.clip_norm or None,
                                 config.label_smoothing)
+        average = WeightAverage(sess, tf.trainable_variables()) if config.average_weights else None
         state = {'epoch': 0}
         saved = run.checkpoint('last')
         if saved:
@@ -151,13 +162,16 @@ def fit(run, config):
         if config.late_adam_epsilon:
             print("Adam's epsilon: %g, then %g from epoch %d on (--late-adam-epsilon)"
                   % (config.adam_epsilon, config.late_adam_epsilon, late_phase_start(config)))
+        if average:
+            print('The model: the mean of the weights at the end of epochs %d-%d (--average-weights)'
+                  % (first_averaged_epoch(config), config.epochs))
         get_batches_fn = batches.TrainingBatches(config.train, tuple(config.image_shape), seed=config.seed,
                                                  first_epoch=state['epoch'], to_onehot=fmt.to_onehot,
                                                  augment=config.augment,
                                                  augmentation=batches.Augmentation(tuple(config.zoom),
                                                                                    config.color_jitter))
         rate = LearningRate(config, state.get('rate_share', 1.0))
-        reporter = EpochReporter(sess, fcn8, run, config, state, rate)
+        reporter = EpochReporter(sess, fcn8, run, config, state, rate, average)
         started = time.time()
         try:
             train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter)
