@@ -81,6 +81,8 @@ def _add_recipe_flags(parser, recipe):
     add('--color-jitter', 'with --augment: random saturation and contrast (x[1-S, 1+S]), gamma (in [e^-S, e^S]) '
                           'and brightness (+-100*S levels) of each training image; 0.2 is the classic brightness '
                           'and contrast jitter', type=float, metavar='S')
+    add('--cutmix', 'with --augment: the share P of training images that get a box of another training image '
+                    '(moved on its own) pasted in, its label with it (CutMix; 0: none)', type=float, metavar='P')
 
 
 def _add_run_flags(parser, vgg_default):
@@ -378,6 +380,8 @@ def _check_augmentation(args):
         yield '--zoom MIN MAX must be finite with 0 < MIN <= MAX'
     if not 0 <= args.color_jitter < 1:
         yield '--color-jitter must be in [0, 1)'
+    if not 0 <= args.cutmix <= 1:
+        yield '--cutmix must be in [0, 1]'
     if not all(_finite(scale, 0, config.MAX_SCALE, low_included=False) for scale in args.scales):
         yield '--scales must be finite numbers > 0 and below %g' % config.MAX_SCALE
 

@@ -84,8 +84,8 @@ CLASSIC_COLOR_JITTER = 0.2
 KITTI_RECIPE = dict(epochs=25, batch_size=8, learning_rate=1e-4, keep_prob=0.5, image_shape=(160, 576),
                     skip_scales=AT_ONCE_SKIP_SCALES, augment=True, clip_norm=0.0, lr_schedule='constant',
                     warmup_epochs=0, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, late_adam_epsilon=0.0,
-                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, flip_average=False, scales=(1.0,),
-                    average_weights=False)
+                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, cutmix=0.0, flip_average=False,
+                    scales=(1.0,), average_weights=False)
 # Cityscapes: a quarter of 1024x2048 on each side, so that a full-width VGG16 trains on a CPU; on a GPU,
 # 512 1024 (or the full 1024 2048) gives finer masks.
 CITYSCAPES_RECIPE = dict(KITTI_RECIPE, image_shape=(256, 512))
@@ -93,11 +93,12 @@ CITYSCAPES_RECIPE = dict(KITTI_RECIPE, image_shape=(256, 512))
 GENERATED_DEMO_RECIPE = dict(KITTI_RECIPE, epochs=15, learning_rate=3e-4, keep_prob=1.0, image_shape=(96, 320),
                              skip_scales=(1.0, 1.0), augment=False)
 # `python main.py demo --data-dir <CamVid>`: judged by leave-one-drive-out (demo --folds, docs/experiments.md), then
-# trained on every drive, zoomed nearer and farther than the classic range; each image averaged with its mirror at
-# four sizes (the dusk drive gains from the smaller, the daylight ones from the larger).
+# trained on every drive, zoomed nearer and farther than the classic range, half the images with a box of another
+# pasted in (CutMix); each image averaged with its mirror at four sizes (the dusk drive gains from the smaller,
+# the daylight ones from the larger).
 CAMVID_DEMO_RECIPE = dict(GENERATED_DEMO_RECIPE, epochs=30, image_shape=(176, 240), learning_rate=1e-4,
                           augment=True, color_jitter=0.4, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0,
-                          zoom=(0.75, 1.35), label_smoothing=0.1, late_adam_epsilon=1e-2, val_drive=NO_VAL_DRIVE,
+                          zoom=(0.75, 1.35), cutmix=0.5, label_smoothing=0.1, late_adam_epsilon=1e-2, val_drive=NO_VAL_DRIVE,
                           flip_average=True, scales=(0.8, 1.0, 1.2, 1.4))
 
 
@@ -151,6 +152,7 @@ class RunConfig:
     # Settings added since the first run.json: a run written without them resumes with these, the classic ones.
     zoom: Tuple[float, float] = CLASSIC_ZOOM
     color_jitter: float = CLASSIC_COLOR_JITTER
+    cutmix: float = 0.0                # share of training images with a box of another one pasted in
     lr_schedule: str = 'constant'
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
@@ -179,5 +181,5 @@ class RunConfig:
 
     # Settings a resumed run may change: each takes effect from the next epoch and is recorded in run.json.
     RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla', 'zoom',
-                 'color_jitter', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'adam_epsilon',
+                 'color_jitter', 'cutmix', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'adam_epsilon',
                  'late_adam_epsilon', 'flip_average', 'scales')

@@ -109,7 +109,9 @@ def test_the_recipes_jitter_keeps_each_class_near_its_colour():
 def test_draws_stay_within_the_ranges_and_spread_over_them():
     augmentation = batches.Augmentation((0.9, 1.3), 0.25)
     jitters = batches.draw_jitters(np.random.default_rng(0), 4000, augmentation)
-    columns = {name: np.array([getattr(j, name) for j in jitters], float) for name in batches.Jitter._fields}
+    columns = {name: np.array([getattr(j, name) for j in jitters], float) for name in batches.Jitter._fields
+               if name != 'paste'}
+    assert all(j.paste is None for j in jitters), 'no CutMix unless asked'
     assert 0.46 < columns['flip'].mean() < 0.54, 'a flip half of the time'
     for name, (low, high) in (('zoom', (0.9, 1.3)), ('top', (0, 1)), ('left', (0, 1)),
                               ('saturation', (0.75, 1.25)), ('contrast', (0.75, 1.25)),
@@ -154,10 +156,48 @@ def test_colour_jitter_is_the_reference_formula_within_a_level():
 
 # --------------------------------------------------------------------------- the same batches for a seed
 
+CUTMIX = batches.Augmentation((0.8, 1.25), 0.3, cutmix=0.5)
+
+
+def test_cutmix_lays_one_box_of_another_image_over_an_image_and_its_label_alike():
+    # Each image one flat level, each label one class: the pasted box shows as the partner's level, and the label
+    # there must be the partner's class. Zoom 1 and no colour jitter keep the levels exact.
+    count = 12
+    levels = 10 + 20 * np.arange(count)
+    images = np.broadcast_to(levels[:, None, None, None], (count,) + SHAPE + (3,)).astype(np.uint8)
+    labels = np.broadcast_to((np.arange(count) % 2)[:, None, None], (count,) + SHAPE).astype(np.uint8)
+    pasted_areas = []
+    for seed in range(20):
+        moved, moved_labels = batches.augment_batch(np.random.default_rng(seed), images, labels,
+                                                    batches.Augmentation((1, 1), 0.0, cutmix=0.5))
+        for index, (image, label) in enumerate(zip(moved, moved_labels)):
+            other = image[..., 0] != levels[index]
+            assert (label[~other] == index % 2).all(), 'outside the box: the image and its own label'
+            if other.any():
+                rows, columns = np.nonzero(other)
+                assert other[rows.min():rows.max() + 1, columns.min():columns.max() + 1].all(), 'one box'
+                partner = int(np.nonzero(levels == image[rows[0], columns[0], 0])[0][0])
+                assert (image[other] == levels[partner]).all() and (label[other] == partner % 2).all()
+            pasted_areas.append(other.mean())
+    pasted = np.array(pasted_areas)
+    # Half the images pasted (a few onto themselves: invisible), each box a share 1 - U(0, 1) of the area.
+    assert 0.4 < (pasted > 0).mean() < 0.55 and 0.4 < pasted[pasted > 0].mean() < 0.6, pasted.mean()
+    assert pasted.max() > 0.9 and pasted[pasted > 0].min() < 0.1, 'from small boxes to nearly the whole image'
+
+
+def test_cutmix_draws_come_after_the_others_so_a_recipe_without_it_sees_the_same_moves():
+    plain, mixed = (batches.draw_jitters(np.random.default_rng(3), 50, augmentation) for augmentation in
+                    (batches.Augmentation((0.8, 1.25), 0.3), CUTMIX))
+    assert [jitter._replace(paste=None) for jitter in mixed] == plain, "a recipe's draws do not move with CutMix"
+    assert 15 < sum(jitter.paste is not None for jitter in mixed) < 35
+
+
 def test_a_seed_gives_the_same_batches_whatever_the_threads_and_another_seed_others():
     images, labels = striped_pairs(9)
     first = served(InMemoryBatches(images, labels, seed=7, threads=1), 3)
     assert same_epochs(first, served(InMemoryBatches(images, labels, seed=7, threads=3), 3))
+    mixed = served(InMemoryBatches(images, labels, seed=7, threads=1, augmentation=CUTMIX), 2)
+    assert same_epochs(mixed, served(InMemoryBatches(images, labels, seed=7, threads=3, augmentation=CUTMIX), 2))
     assert not any(same_epochs([a], [b]) for a, b in zip(first, served(InMemoryBatches(images, labels, seed=8), 3)))
     one_image = striped_pairs(1)  # one order only: the jitter alone tells the seeds apart
     assert not same_epochs(served(InMemoryBatches(*one_image, seed=7), 1), served(InMemoryBatches(*one_image), 1))

@@ -27,7 +27,7 @@ def run_config(args, data, vgg_path):
         learning_rate=args.learning_rate, keep_prob=args.keep_prob, skip_scales=tuple(args.skip_scales),
         seed=args.seed, epochs=args.epochs, augment=args.augment, freeze_encoder=args.freeze_encoder,
         xla=args.xla, mixed_precision=args.mixed_precision, clip_norm=args.clip_norm, zoom=tuple(args.zoom),
-        color_jitter=args.color_jitter, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+        color_jitter=args.color_jitter, cutmix=args.cutmix, lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, adam_epsilon=args.adam_epsilon,
         late_adam_epsilon=args.late_adam_epsilon, flip_average=args.flip_average, scales=tuple(args.scales),
         average_weights=args.average_weights,

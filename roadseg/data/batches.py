@@ -5,7 +5,7 @@ import concurrent.futures
 import dataclasses
 import math
 import os
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -24,14 +24,17 @@ MAX_BATCH_THREADS = 16
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """How far a training image may be moved (--zoom, --color-jitter); the defaults are the classic ranges.
+    """How far a training image may be moved (--zoom, --color-jitter, --cutmix); the defaults are the classic
+    ranges, and no CutMix.
 
     `zoom`: the range of the random scale before the image is cropped (or, below 1, mirror-padded) back to its
     size. `color`: the strength S of the photometric jitter: saturation and contrast x[1-S, 1+S], gamma in
-    [e^-S, e^S], brightness +-100*S levels (S = 0.2: the classic brightness and contrast ranges).
+    [e^-S, e^S], brightness +-100*S levels (S = 0.2: the classic brightness and contrast ranges). `cutmix`: the
+    share of images that get a box of another training image (jittered on its own) pasted in, its label with it.
     """
     zoom: Tuple[float, float] = config.CLASSIC_ZOOM
     color: float = config.CLASSIC_COLOR_JITTER
+    cutmix: float = 0.0
 
 
 def load_training_pair(image_path, label_path, image_shape, to_onehot=datasets.kitti_label_to_onehot):
@@ -51,6 +54,7 @@ class Jitter(NamedTuple):
     gamma: float        # levels through x -> x^gamma on [0, 1]
     contrast: float     # levels this many times as far from the image's mean
     brightness: float   # levels added
+    paste: Optional['Paste'] = None  # CutMix: a box of another image laid over this one after its own moves
 
     @property
     def moves_colours(self):
@@ -109,9 +113,10 @@ class TrainingBatches:
 
     def fill(self, batch_images, batch_labels, slot, index, jitter):
         """Put image `index`, jittered by `jitter` (None: as it is), and its one-hot label at `slot` of a batch."""
-        image, ids = self.images[index], self.labels[index]
-        if jitter is not None:
-            image, ids = augment_pair(image, ids, jitter)
+        if jitter is None:
+            image, ids = self.images[index], self.labels[index]
+        else:
+            image, ids = augmented(self.images, self.labels, index, jitter)
         batch_images[slot] = image
         batch_labels[slot] = onehot_batch(ids, self.num_classes)
 
@@ -193,9 +198,35 @@ def onehot_batch(ids, num_classes):
 
 # --------------------------------------------------------------------------- augmentation
 
+class Paste(NamedTuple):
+    """CutMix (Yun et al. 2019), for a segmentation: a box of another image of the same set, moved by its own
+    Jitter, replaces that box of the image and of its label. Roads, cars and pavements then turn up where the
+    scene's layout would not put them, so the model has to recognise them rather than expect them there."""
+    partner: int        # the other image's index in the images the jitters were drawn for
+    jitter: Jitter      # the other image's own moves (without a paste of its own)
+    side: float         # the box's sides as a share of the image's: sqrt(1 - U(0, 1)), CutMix's area
+    top: float          # where the box sits: a share in [0, 1) of the free rows ...
+    left: float         # ... and of the free columns
+
+
 def draw_jitters(rng, count, augmentation=Augmentation()):
     """`count` images' Jitters, all drawn at once from `rng`: a flip half of the time; zoom, window place,
-    saturation and contrast uniform in their ranges; gamma e^uniform(-S, S); brightness uniform +-100*S levels."""
+    saturation and contrast uniform in their ranges; gamma e^uniform(-S, S); brightness uniform +-100*S levels;
+    then, with CutMix, the pastes (drawn after the rest, so that the rest does not depend on it)."""
+    jitters = _draw_moves(rng, count, augmentation)
+    if not augmentation.cutmix:
+        return jitters
+    pasted = rng.random(count) < augmentation.cutmix
+    partners = rng.integers(count, size=count)
+    partner_jitters = _draw_moves(rng, count, augmentation)
+    sides, tops, lefts = np.sqrt(1 - rng.random(count)), rng.random(count), rng.random(count)
+    return [jitter._replace(paste=Paste(int(partner), partner_jitter, float(side), float(top), float(left)))
+            if paste else jitter
+            for jitter, paste, partner, partner_jitter, side, top, left
+            in zip(jitters, pasted, partners, partner_jitters, sides, tops, lefts)]
+
+
+def _draw_moves(rng, count, augmentation):
     strength = augmentation.color
 
     def spread():
@@ -213,9 +244,25 @@ def augment_batch(rng, batch_images, batch_labels, augmentation=Augmentation()):
     Images uint8 [B, H, W, 3] and labels [B, H, W] (class ids) or [B, H, W, C] (one-hot) come back with the same
     shapes and types.
     """
-    moved = [augment_pair(image, label, jitter) for image, label, jitter
-             in zip(batch_images, batch_labels, draw_jitters(rng, len(batch_images), augmentation))]
+    moved = [augmented(batch_images, batch_labels, index, jitter)
+             for index, jitter in enumerate(draw_jitters(rng, len(batch_images), augmentation))]
     return np.stack([image for image, _ in moved]), np.stack([label for _, label in moved])
+
+
+def augmented(all_images, all_labels, index, jitter):
+    """Image `index` of `all_images` and its label moved by `jitter`, then its paste (if any) laid over both: a
+    box of its partner in `all_images`, moved by the partner's own jitter."""
+    image, label = augment_pair(all_images[index], all_labels[index], jitter)
+    paste = jitter.paste
+    if paste is None:
+        return image, label
+    other, other_label = augment_pair(all_images[paste.partner], all_labels[paste.partner], paste.jitter)
+    (top, height), (left, width) = (window(side, 1 / paste.side, share)
+                                    for side, share in zip(image.shape[:2], (paste.top, paste.left)))
+    image, label = image.copy(), label.copy()  # an unmoved image is the stored one: never written
+    image[top:top + height, left:left + width] = other[top:top + height, left:left + width]
+    label[top:top + height, left:left + width] = other_label[top:top + height, left:left + width]
+    return image, label
 
 
 def augment_pair(image, label, jitter):

@@ -169,7 +169,8 @@ def fit(run, config):
                                                  first_epoch=state['epoch'], to_onehot=fmt.to_onehot,
                                                  augment=config.augment,
                                                  augmentation=batches.Augmentation(tuple(config.zoom),
-                                                                                   config.color_jitter))
+                                                                                   config.color_jitter,
+                                                                                   config.cutmix))
         rate = LearningRate(config, state.get('rate_share', 1.0))
         reporter = EpochReporter(sess, fcn8, run, config, state, rate, average)
         started = time.time()
