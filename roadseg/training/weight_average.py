@@ -3,9 +3,9 @@ at the end of each epoch from the first after the warm-up on, not the last epoch
 weights, the end-of-epoch weights swing (the dusk drive's held-out IoU by several points from one epoch to the
 next); their mean generalises better than any one of them (docs/experiments.md).
 
-The mean lives in variables of its own under SCOPE, saved in every checkpoint with the training weights, so that
-a resumed run goes on averaging; validation swaps it into the network and back, and the export reads it from
-the checkpoint in place of the training weights."""
+The mean lives in variables of its own under config.WEIGHT_AVERAGE_SCOPE, saved in every checkpoint with the
+training weights, so that a resumed run goes on averaging; validation swaps it into the network and back, and the
+export reads it from the checkpoint in place of the training weights."""
 import contextlib
 
 from roadseg.config import WEIGHT_AVERAGE_SCOPE
@@ -47,8 +47,8 @@ class WeightAverage:
         sess.run(tf.variables_initializer(self.means + held + [self.count]))
 
     def add_current_weights(self):
-        """Take the network's weights now into the mean; returns how many epochs' weights it holds."""
-        return int(self.sess.run(self.add_op))
+        """Take the network's weights now into the mean."""
+        self.sess.run(self.add_op)
 
     def epochs_averaged(self):
         return int(self.sess.run(self.count))
