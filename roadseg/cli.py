@@ -158,14 +158,14 @@ def _add_classes_flag(parser):
 
 
 def _add_demo_parser(commands):
-    folder, width = config.CAMVID_DEMO_VGG
+    encoder = config.CAMVID_DEMO_VGG
     parser = commands.add_parser(
         'demo', help='offline demo: generated roads, or --data-dir <CamVid folder>', argument_default=argparse.SUPPRESS,
         description='The defaults below are those of the generated roads. With --data-dir <CamVid folder> the demo '
-                    'trains the CamVid recipe instead: %s, from a %g-width random VGG built in data/demo/%s if '
-                    'absent; flags given on the command line win.'
+                    'trains the CamVid recipe instead: %s, from a %g-width random VGG with group norm (%d groups) '
+                    'built in data/demo/%s if absent; flags given on the command line win.'
                     % (' '.join(as_flags(recipe_changes(config.GENERATED_DEMO_RECIPE, config.CAMVID_DEMO_RECIPE))),
-                       width, folder))
+                       encoder.width, encoder.norm_groups, encoder.folder))
     _add_recipe_flags(parser, config.GENERATED_DEMO_RECIPE)
     _add_run_flags(parser, 'data/demo/vgg, built with random weights if absent')
     parser.add_argument('--folds', action='store_true',

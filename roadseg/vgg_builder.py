@@ -12,6 +12,10 @@ The SavedModel has tag `vgg16` and the tensors of the classic `vgg.zip`:
 `layer7_out:0` (fc7 after ReLU and dropout, stride 32). The ImageNet
 preprocessing (RGB->BGR, mean subtraction) happens inside the graph. Variables
 are trainable, as in the classic model, so fine-tuning reaches the encoder.
+
+A random encoder may also get group normalisation after every convolution
+(`norm_groups`): the CamVid demo's, which learns from scratch on a few hundred
+images. The pretrained VGG16 never has it: its weights were learnt without.
 """
 import argparse
 import os
@@ -41,6 +45,7 @@ FC6_KERNEL = 7
 KERAS_LAYER_NAMES = {'fc6': 'fc1', 'fc7': 'fc2'}
 KERAS_EXPORT_COMMAND = '_export-keras-weights'
 KERAS_EXPORT_TIMEOUT = 1800  # seconds; building Keras' VGG16 takes about 10 s
+GROUP_NORM_EPSILON = 1e-5
 
 
 def vgg16_kernel_shapes(width=1.0):
@@ -118,11 +123,33 @@ def _export_keras_weights(keras_weights, exported):
     np.savez(exported, **arrays)
 
 
-def _conv_relu(x, name, kernel_shape):
+def _group_norm(x, groups):
+    """Group normalisation (Wu & He, 2018) over the channels of x, in `groups` groups (fewer if x has fewer channels).
+
+    Per image and group, unlike batch norm: the statistics do not depend on the batch, so training with batches of
+    a few images, validation and inference all see the same function.
+    """
+    channels = int(x.shape[-1])
+    groups = min(groups, channels)
+    if channels % groups:
+        raise ValueError('%d channels do not split into %d groups; choose a width whose channel counts they divide'
+                         % (channels, groups))
+    shape = tf.shape(x)
+    grouped = tf.reshape(x, [shape[0], shape[1], shape[2], groups, channels // groups])
+    mean, variance = tf.nn.moments(grouped, [1, 2, 4], keepdims=True)
+    normalised = tf.reshape((grouped - mean) * tf.rsqrt(variance + GROUP_NORM_EPSILON), shape)
+    gamma = tf.get_variable('gamma', [channels], initializer=tf.ones_initializer())
+    beta = tf.get_variable('beta', [channels], initializer=tf.zeros_initializer())
+    return normalised * gamma + beta
+
+
+def _conv_relu(x, name, kernel_shape, norm_groups=0):
     with tf.variable_scope(name):
         kernel = tf.get_variable('kernel', kernel_shape, initializer=tf.zeros_initializer())
+        # Kept under group norm too (which cancels it), so that every source of weights has {name: (kernel, bias)}.
         bias = tf.get_variable('bias', kernel_shape[-1:], initializer=tf.zeros_initializer())
-        return tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, [1, 1, 1, 1], 'SAME'), bias))
+        x = tf.nn.bias_add(tf.nn.conv2d(x, kernel, [1, 1, 1, 1], 'SAME'), bias)
+        return tf.nn.relu(_group_norm(x, norm_groups) if norm_groups else x)
 
 
 def _max_pool(x, name):
@@ -130,8 +157,13 @@ def _max_pool(x, name):
     return tf.nn.max_pool2d(x, 2, 2, 'SAME', name=name)
 
 
-def build_vgg16_graph(kernel_shapes):
-    """Build the encoder in the default graph; returns the five named tensors."""
+def build_vgg16_graph(kernel_shapes, norm_groups=0):
+    """Build the encoder in the default graph; returns the five named tensors.
+
+    norm_groups > 0 puts group normalisation in that many groups after every convolution, fc6 and fc7 included.
+    """
+    if norm_groups < 0:
+        raise ValueError('the number of normalisation groups must be >= 0 (0: none), got %r' % (norm_groups,))
     image_input = tf.placeholder(tf.float32, [None, None, None, 3], name='image_input')
     keep_prob = tf.placeholder_with_default(1.0, [], name='keep_prob')
     x = tf.reverse(image_input, axis=[-1]) - tf.constant(IMAGENET_BGR_MEAN, tf.float32)
@@ -139,28 +171,30 @@ def build_vgg16_graph(kernel_shapes):
     for block, convs, _ in CONV_BLOCKS:
         for i in range(1, convs + 1):
             name = 'block%d_conv%d' % (block, i)
-            x = _conv_relu(x, name, kernel_shapes[name])
+            x = _conv_relu(x, name, kernel_shapes[name], norm_groups)
         x = pools[block] = _max_pool(x, 'pool%d' % block)
     for name in ('fc6', 'fc7'):
-        x = tf.nn.dropout(_conv_relu(x, name, kernel_shapes[name]), rate=1.0 - keep_prob)
+        x = tf.nn.dropout(_conv_relu(x, name, kernel_shapes[name], norm_groups), rate=1.0 - keep_prob)
     return (image_input, keep_prob,
             tf.identity(pools[3], name='layer3_out'),
             tf.identity(pools[4], name='layer4_out'),
             tf.identity(x, name='layer7_out'))
 
 
-def write_vgg16_savedmodel(export_dir, weights):
+def write_vgg16_savedmodel(export_dir, weights, norm_groups=0):
     """Write `weights` ({name: (kernel, bias)}) as the FCN-ready VGG16 SavedModel.
 
     Values are fed into the variables rather than baked into the graph, so the
-    full model stays far below protobuf's 2 GB limit.
+    full model stays far below protobuf's 2 GB limit. With norm_groups, the
+    normalisation's scales and offsets start as the identity (ones, zeros).
     """
     if os.path.exists(export_dir):
         raise FileExistsError('%s already exists; remove it to write a new VGG model there' % export_dir)
     kernel_shapes = {name: kernel.shape for name, (kernel, _) in weights.items()}
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
-        build_vgg16_graph(kernel_shapes)
-        _load_weights(sess, weights)
+        build_vgg16_graph(kernel_shapes, norm_groups)
+        fed = _load_weights(sess, weights)
+        sess.run(tf.variables_initializer([v for v in tf.global_variables() if v not in fed]))
         return save_savedmodel(sess, VGG_TAG, export_dir)
 
 
@@ -177,17 +211,20 @@ def save_savedmodel(sess, tag, export_dir, signatures=None, replace=False):
 
 
 def _load_weights(sess, weights):
-    """Initialise each variable by feeding its value to its initial-value input."""
+    """Initialise each kernel and bias by feeding its value to its initial-value input; returns those variables."""
     variables = {v.op.name: v for v in tf.global_variables()}
+    fed = []
     for name, (kernel, bias) in weights.items():
         for suffix, value in (('/kernel', kernel), ('/bias', bias)):
             variable = variables[name + suffix]
             sess.run(variable.initializer, {variable.initializer.inputs[1]: value})
+            fed.append(variable)
+    return fed
 
 
-def write_random_vgg16(export_dir, width=1.0, seed=0):
-    """A VGG16-shaped SavedModel with random weights (no download)."""
-    return write_vgg16_savedmodel(export_dir, random_vgg16_weights(width, seed))
+def write_random_vgg16(export_dir, width=1.0, seed=0, norm_groups=0):
+    """A VGG16-shaped SavedModel with random weights (no download), with group norm if norm_groups > 0."""
+    return write_vgg16_savedmodel(export_dir, random_vgg16_weights(width, seed), norm_groups)
 
 
 def write_keras_vgg16(export_dir, keras_weights):
@@ -243,6 +280,8 @@ def main(argv=None):
     random_parser.add_argument('export_dir')
     random_parser.add_argument('--width', type=float, default=1.0, help='channel multiplier (default: 1.0)')
     random_parser.add_argument('--seed', type=int, default=0)
+    random_parser.add_argument('--group-norm', type=int, default=0, metavar='GROUPS',
+                               help='group normalisation in GROUPS groups after every convolution (default: 0, none)')
     keras_parser = commands.add_parser('keras', help="from a Keras VGG16 weights file (e.g. Keras' ImageNet .h5)")
     keras_parser.add_argument('export_dir')
     keras_parser.add_argument('weights', help='the Keras weights file')
@@ -252,10 +291,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == KERAS_EXPORT_COMMAND:
         _export_keras_weights(args.weights, args.exported)
-    elif args.command == 'random':
-        print('wrote %s' % write_random_vgg16(args.export_dir, args.width, args.seed))
-    else:
-        print('wrote %s' % write_keras_vgg16(args.export_dir, args.weights))
+        return
+    try:
+        if args.command == 'random':
+            print('wrote %s' % write_random_vgg16(args.export_dir, args.width, args.seed, args.group_norm))
+        else:
+            print('wrote %s' % write_keras_vgg16(args.export_dir, args.weights))
+    except (ValueError, FileExistsError, VGGModelError) as error:
+        parser.exit(2, 'vgg_builder.py: %s\n' % error)
 
 
 if __name__ == '__main__':

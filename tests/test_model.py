@@ -108,6 +108,42 @@ def test_write_vgg16_savedmodel_refuses_to_overwrite(small_vgg):
     assert leftovers == [], leftovers
 
 
+def _encoder_outputs(vgg_path, images):
+    """layer3_out and layer7_out of the SavedModel at vgg_path, loaded from disk by load_vgg, for each image."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        image_input, _, layer3, _, layer7 = main.load_vgg(sess, vgg_path)
+        names = {v.op.name for v in tf.global_variables()}
+        return names, [sess.run([layer3, layer7], {image_input: image[None]}) for image in images]
+
+
+def test_group_norm_encoder_keeps_the_contract_and_normalises_every_layer(tmp_path, capsys):
+    normalised = vgg_builder.write_random_vgg16(str(tmp_path / 'gn'), SMALL_WIDTH, seed=2, norm_groups=8)
+    plain = vgg_builder.write_random_vgg16(str(tmp_path / 'plain'), SMALL_WIDTH, seed=2)
+    # The same scene at two contrasts around the ImageNet mean: what the encoder sees after mean subtraction
+    # differs by a factor of 3 only.
+    mean_rgb = np.array(vgg_builder.IMAGENET_BGR_MEAN[::-1], np.float32)
+    scene = np.random.default_rng(5).uniform(-40, 40, (64, 96, 3)).astype(np.float32)
+    images = [mean_rgb + scene, mean_rgb + 3 * scene]
+    names, ((low3, low7), (high3, high7)) = _encoder_outputs(normalised, images)
+    layers = vgg_builder.vgg16_kernel_shapes()
+    assert names == {'%s/%s' % (layer, part) for layer in layers for part in ('kernel', 'bias', 'gamma', 'beta')}
+    # Normalised after every convolution: the contrast is gone by pool3 and by fc7.
+    np.testing.assert_allclose(high3, low3, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(high7, low7, rtol=1e-3, atol=1e-4)
+    assert low7.std() > 0.1, 'fc7 is not dead'
+    names, ((low3, low7), (high3, high7)) = _encoder_outputs(plain, images)
+    # Without it (zero biases, ReLU) every layer is linear in the contrast.
+    assert not any(name.endswith(('gamma', 'beta')) for name in names)
+    np.testing.assert_allclose(high7, 3 * low7, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match='do not split into 3 groups'):
+        vgg_builder.write_random_vgg16(str(tmp_path / 'odd'), SMALL_WIDTH, norm_groups=3)
+    with pytest.raises(SystemExit):
+        vgg_builder.main(['random', str(tmp_path / 'odd'), '--width', str(SMALL_WIDTH), '--group-norm', '-1'])
+    assert capsys.readouterr().err == 'vgg_builder.py: the number of normalisation groups must be >= 0 (0: none), ' \
+                                      'got -1\n'
+    assert not os.path.exists(tmp_path / 'odd')
+
+
 # --------------------------------------------------------------------------- build_fcn8 and training options
 
 def _vgg_weights(sess):

@@ -14,7 +14,7 @@ import pytest
 from roadseg import cli, config, errors
 from roadseg.data import batches, datasets
 from roadseg.process import graph_mode_tf
-from roadseg.serving import inference
+from roadseg.serving import inference, onnx_export
 from roadseg.training import loop, schedules
 from tests.helpers import only_run, run_main, write_camvid
 
@@ -190,9 +190,11 @@ def test_a_run_json_from_before_the_recipe_flags_resumes_with_the_classic_settin
 # --------------------------------------------------------------------------- the CamVid demo, end to end
 
 def _camvid_demo(root, vgg, *flags):
+    """The CamVid demo for one epoch at a small size, with --vgg-dir vgg, or its own encoder if vgg is None."""
     runs_dir = os.path.join(root, 'runs')
-    out, exit_value = run_main(['demo', '--data-dir', root, '--vgg-dir', vgg, '--runs-dir', runs_dir,
-                                '--epochs', '1', '--image-shape', '32', '48', '--batch-size', '2', *flags])
+    vgg_flags = ['--vgg-dir', vgg] if vgg else []
+    out, exit_value = run_main(['demo', '--data-dir', root, *vgg_flags, '--runs-dir', runs_dir, '--epochs', '1',
+                                '--image-shape', '32', '48', '--batch-size', '2', *flags])
     assert exit_value is None, exit_value
     run = only_run(runs_dir)
     with open(os.path.join(run, 'run.json')) as f:
@@ -230,3 +232,22 @@ def test_the_camvid_demo_with_a_drive_held_out_says_the_figure_is_that_drives(ne
     assert 'on 2 images of drive 0006R0' in lines[-1] and not os.path.exists(os.path.join(run, 'test_metrics.json'))
     assert overlays == ['0006R0_000000.png', '0006R0_000001.png']
     assert any(line.startswith('Saved 2 overlays of the validation images') for line in lines)
+
+
+def test_the_camvid_demo_builds_its_group_norm_encoder_and_exports_it_to_onnx(new_folder, monkeypatch):
+    root = write_camvid(new_folder('camvid'))
+    monkeypatch.chdir(new_folder('cwd'))  # the CamVid demo builds its encoder in ./data/demo
+    # One size: the export's check runs every size of --scales through ONNX, and one is enough to convert.
+    lines, run, drives, overlays = _camvid_demo(root, None, '--val-drive', '0006R0', '--scales', '1')
+    encoder = os.path.join('data', 'demo', config.CAMVID_DEMO_VGG.folder)
+    with open(os.path.join(run, 'run.json')) as f:
+        assert os.path.samefile(json.load(f)['vgg_path'], encoder)
+    shapes = dict(tf.train.list_variables(os.path.join(encoder, 'variables', 'variables')))
+    width = config.CAMVID_DEMO_VGG.width
+    assert shapes['block3_conv3/gamma'] == shapes['block3_conv3/beta'] == [round(256 * width)]
+    assert shapes['fc7/gamma'] == [round(4096 * width)]
+    path = os.path.join(new_folder('export'), 'model.onnx')
+    out, exit_value = run_main(['export', '--model', run, '--onnx', path])
+    assert exit_value is None and os.path.isfile(path), out
+    largest = float(re.search(r'largest difference (\S+)', out).group(1))
+    assert largest <= onnx_export.MAX_DIFFERENCE, out

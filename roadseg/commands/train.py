@@ -133,10 +133,10 @@ def resumed_config(run, args):
 def demo_vgg(args):
     """The demo's VGG16: --vgg-dir, or the random one of its dataset, built if absent."""
     demo_dir = os.path.join(args.data_dir, 'demo') if not args.camvid else os.path.join('data', 'demo')
-    vgg_folder, vgg_width = CAMVID_DEMO_VGG if args.camvid else GENERATED_DEMO_VGG
-    vgg_path = args.vgg_dir or os.path.join(demo_dir, vgg_folder)
+    encoder = CAMVID_DEMO_VGG if args.camvid else GENERATED_DEMO_VGG
+    vgg_path = args.vgg_dir or os.path.join(demo_dir, encoder.folder)
     if args.vgg_dir is None and not downloads.vgg_is_complete(vgg_path):
-        vgg_builder.write_random_vgg16(vgg_path, width=vgg_width, seed=args.seed)
+        vgg_builder.write_random_vgg16(vgg_path, width=encoder.width, seed=args.seed, norm_groups=encoder.norm_groups)
     return vgg_path
 
 
