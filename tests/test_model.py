@@ -108,6 +108,20 @@ def test_write_vgg16_savedmodel_refuses_to_overwrite(small_vgg):
     assert leftovers == [], leftovers
 
 
+def test_group_norm_gives_each_group_of_each_image_zero_mean_and_unit_variance():
+    values = np.random.default_rng(6).normal(3.0, 2.0, (2, 5, 7, 16)).astype(np.float32)
+    values[1] *= 10  # the second image on another scale: its statistics are its own
+    with tf.Graph().as_default(), tf.Session() as sess:
+        x = tf.placeholder(tf.float32, [None, None, None, 16])
+        with tf.variable_scope('layer'):
+            normalised = vgg_builder._group_norm(x, 4)
+        sess.run(tf.global_variables_initializer())
+        out = sess.run(normalised, {x: values}).reshape(2, 5, 7, 4, 4)
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 4)), 0, atol=1e-4)
+    np.testing.assert_allclose(out.var(axis=(1, 2, 4)), 1, rtol=1e-3)
+    assert not np.allclose(out.mean(axis=(1, 2)), 0, atol=1e-2), 'per group, not per channel'
+
+
 def _encoder_outputs(vgg_path, images):
     """layer3_out and layer7_out of the SavedModel at vgg_path, loaded from disk by load_vgg, for each image."""
     with tf.Graph().as_default(), tf.Session() as sess:
