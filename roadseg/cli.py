@@ -61,6 +61,8 @@ def _add_recipe_flags(parser, recipe):
                            'next epoch reaches', type=int)
     add('--label-smoothing', "share of each labelled pixel's target spread evenly over the classes, so that the "
                              'loss stops rewarding ever larger logits', type=float, metavar='S')
+    add('--lovasz-weight', 'weight of the Lovasz-softmax loss, a surrogate of 1 - IoU per image, added to the '
+                           'cross-entropy (0: cross-entropy alone)', type=float, metavar='W')
     add('--adam-epsilon', "Adam's epsilon: weights whose gradients are much smaller than it take plain SGD steps "
                           'of rate/EPS instead of steps of about the rate', type=float, metavar='EPS')
     add('--late-adam-epsilon', "Adam's epsilon from halfway through the epochs after the warm-up on (0: "
@@ -371,6 +373,8 @@ def _check_rates(args):
         yield '--label-smoothing must be in [0, 1)'
     if not _finite(args.adam_epsilon, 0, low_included=False):
         yield '--adam-epsilon must be a finite number > 0'
+    if not _finite(args.lovasz_weight, 0):
+        yield '--lovasz-weight must be a finite number >= 0'
     if not _finite(args.late_adam_epsilon, 0):
         yield '--late-adam-epsilon must be a finite number >= 0'
 

@@ -93,9 +93,9 @@ CLASSIC_COLOR_JITTER = 0.2
 # `python main.py train` on KITTI Road (and CamVid): the classic exercise's settings.
 KITTI_RECIPE = dict(epochs=25, batch_size=8, learning_rate=1e-4, keep_prob=0.5, image_shape=(160, 576),
                     skip_scales=AT_ONCE_SKIP_SCALES, augment=True, clip_norm=0.0, lr_schedule='constant',
-                    warmup_epochs=0, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, late_adam_epsilon=0.0,
-                    zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, cutmix=0.0, flip_average=False,
-                    scales=(1.0,), average_weights=False)
+                    warmup_epochs=0, label_smoothing=0.0, lovasz_weight=0.0, adam_epsilon=ADAM_EPSILON,
+                    late_adam_epsilon=0.0, zoom=CLASSIC_ZOOM, color_jitter=CLASSIC_COLOR_JITTER, cutmix=0.0,
+                    flip_average=False, scales=(1.0,), average_weights=False)
 # Cityscapes: a quarter of 1024x2048 on each side, so that a full-width VGG16 trains on a CPU; on a GPU,
 # 512 1024 (or the full 1024 2048) gives finer masks.
 CITYSCAPES_RECIPE = dict(KITTI_RECIPE, image_shape=(256, 512))
@@ -166,6 +166,7 @@ class RunConfig:
     lr_schedule: str = 'constant'
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
+    lovasz_weight: float = 0.0         # the Lovasz-softmax loss's weight beside the cross-entropy
     adam_epsilon: float = ADAM_EPSILON
     late_adam_epsilon: float = 0.0     # 0: adam_epsilon throughout
     flip_average: bool = False         # the model (validation, export) averages each image with its mirror
@@ -191,5 +192,5 @@ class RunConfig:
 
     # Settings a resumed run may change: each takes effect from the next epoch and is recorded in run.json.
     RESUMABLE = ('epochs', 'learning_rate', 'keep_prob', 'batch_size', 'clip_norm', 'augment', 'xla', 'zoom',
-                 'color_jitter', 'cutmix', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'adam_epsilon',
-                 'late_adam_epsilon', 'flip_average', 'scales')
+                 'color_jitter', 'cutmix', 'lr_schedule', 'warmup_epochs', 'label_smoothing', 'lovasz_weight',
+                 'adam_epsilon', 'late_adam_epsilon', 'flip_average', 'scales')

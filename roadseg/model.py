@@ -129,8 +129,34 @@ def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, skip_sca
 
 # --------------------------------------------------------------------------- the loss and the optimiser
 
+def lovasz_softmax(scores, labels):
+    """The Lovasz-softmax loss (Berman, Rannen Triki, Blaschko, CVPR 2018): a convex surrogate of 1 - IoU, per image
+    and class present in it, averaged. Cross-entropy weighs every pixel alike; this weighs them by what they do to the
+    IoU, so a small road's false positives cost as much as a large one's.
+
+    `scores` [B, H, W, C] logits, `labels` [B, H, W, C] one-hot (all zero: don't care, which adds nothing).
+    """
+    batch, num_classes = tf.shape(scores)[0], scores.shape[-1]
+    probabilities = tf.transpose(tf.reshape(tf.nn.softmax(scores), [batch, -1, num_classes]), [0, 2, 1])
+    truth = tf.transpose(tf.reshape(tf.cast(labels, tf.float32), [batch, -1, num_classes]), [0, 2, 1])
+    labelled = tf.reduce_sum(truth, axis=1, keepdims=True)
+    # A don't-care pixel's error is 0: it sorts after every pixel with an error, where it changes nothing.
+    errors = tf.abs(truth - probabilities) * labelled
+    errors_sorted, order = tf.nn.top_k(errors, k=tf.shape(errors)[2])
+    truth_sorted = tf.gather(truth, order, batch_dims=2)
+    # The Lovasz extension's gradient: how much each pixel, taken in order of its error, adds to 1 - IoU.
+    total = tf.reduce_sum(truth_sorted, axis=2, keepdims=True)
+    intersection = total - tf.cumsum(truth_sorted, axis=2)
+    union = total + tf.cumsum(1.0 - truth_sorted, axis=2)
+    jaccard = 1.0 - intersection / union
+    weights = tf.concat([jaccard[:, :, :1], jaccard[:, :, 1:] - jaccard[:, :, :-1]], axis=2)
+    per_class = tf.reduce_sum(errors_sorted * tf.stop_gradient(weights), axis=2)
+    present = tf.cast(total[:, :, 0] > 0, tf.float32)
+    return tf.reduce_sum(per_class * present) / tf.maximum(tf.reduce_sum(present), 1.0)
+
+
 def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=None, mixed_precision=False,
-             clip_norm=None, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON):
+             clip_norm=None, label_smoothing=0.0, adam_epsilon=ADAM_EPSILON, lovasz_weight=0.0):
     """Flattened softmax cross-entropy plus the L2 losses, minimised by Adam.
 
     The cross-entropy is the mean over labelled pixels: a pixel whose one-hot row is all zero (KITTI's
@@ -139,7 +165,9 @@ def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=
     norm. `label_smoothing` moves that share of each labelled pixel's target evenly over the classes, so the
     loss has its minimum at finite logits. `adam_epsilon` (a number or a scalar tensor) bounds how far Adam
     scales up small gradients: a weight whose gradients are far smaller than it takes plain SGD steps at
-    rate/epsilon. Returns (logits [N*H*W, num_classes], train_op, loss).
+    rate/epsilon. `lovasz_weight` adds that multiple of the Lovasz-softmax loss (of unsmoothed labels; it needs
+    `nn_last_layer` and `correct_label` as images, [B, H, W, C]). Returns (logits [N*H*W, num_classes], train_op,
+    loss).
     """
     logits = tf.reshape(nn_last_layer, [-1, num_classes], name='logits')
     labels = tf.reshape(tf.cast(correct_label, tf.float32), [-1, num_classes])
@@ -147,6 +175,8 @@ def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=
     targets = labels * (1.0 - label_smoothing) + labelled * (label_smoothing / num_classes)
     pixel_losses = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
     cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(tf.reduce_sum(labels), 1.0)
+    if lovasz_weight:
+        cross_entropy += lovasz_weight * lovasz_softmax(nn_last_layer, correct_label)
     loss = tf.add(cross_entropy, tf.losses.get_regularization_loss(), name='loss')
     optimizer = tf.train.AdamOptimizer(learning_rate, epsilon=adam_epsilon)
     if mixed_precision:
@@ -164,7 +194,7 @@ FCN8 = collections.namedtuple('FCN8', 'image_input keep_prob correct_label learn
 
 
 def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, freeze_encoder=False,
-               mixed_precision=False, clip_norm=None, label_smoothing=0.0):
+               mixed_precision=False, clip_norm=None, label_smoothing=0.0, lovasz_weight=0.0):
     """Load VGG, add the decoder and the optimiser, initialise only what VGG did not bring.
 
     With `freeze_encoder` only the decoder is trained: no gradients flow into VGG (fc6 and fc7 included).
@@ -180,7 +210,8 @@ def build_fcn8(sess, vgg_path, num_classes, skip_scales=AT_ONCE_SKIP_SCALES, fre
     logits, train_op, loss = optimize(output, correct_label, learning_rate, num_classes,
                                       var_list=decoder_variables if freeze_encoder else None,
                                       mixed_precision=mixed_precision, clip_norm=clip_norm,
-                                      label_smoothing=label_smoothing, adam_epsilon=adam_epsilon)
+                                      label_smoothing=label_smoothing, adam_epsilon=adam_epsilon,
+                                      lovasz_weight=lovasz_weight)
     # Only the new variables: initialising all would wipe out the pretrained weights.
     sess.run(tf.variables_initializer([v for v in tf.global_variables() if v not in pretrained]))
     return FCN8(image_input, keep_prob, correct_label, learning_rate, adam_epsilon, output, logits, train_op, loss)

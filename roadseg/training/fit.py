@@ -151,7 +151,7 @@ def fit(run, config):
     with tf.Session(config=session_config(config.xla, config.mixed_precision)) as sess:
         fcn8 = model.build_fcn8(sess, config.vgg_path, fmt.num_classes, tuple(config.skip_scales),
                                 config.freeze_encoder, config.mixed_precision, config.clip_norm or None,
-                                config.label_smoothing)
+                                config.label_smoothing, config.lovasz_weight)
         average = WeightAverage(sess, tf.trainable_variables()) if config.average_weights else None
         state = {'epoch': 0}
         saved = run.checkpoint('last')
