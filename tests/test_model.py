@@ -280,3 +280,48 @@ def test_label_smoothing_puts_the_lowest_loss_at_finite_logits():
     assert abs(_loss_of_a_road_pixel(best_margin, 0.1) - expected) < 1e-5
     assert _loss_of_a_road_pixel(20.0, 0.1) > _loss_of_a_road_pixel(best_margin, 0.1) + 0.5
     assert _loss_of_a_road_pixel(20.0, 0.0) < _loss_of_a_road_pixel(best_margin, 0.0)
+
+
+def _hard_scores_and_labels(seed):
+    """Three 6x7 images of three classes: scores saying a random class with certainty, random labels, a fifth of
+    the pixels don't-care."""
+    rng = np.random.RandomState(seed)
+    predicted, truth = rng.randint(0, 3, (3, 6, 7)), rng.randint(0, 3, (3, 6, 7))
+    cared = rng.rand(3, 6, 7) > 0.2
+    return predicted, truth, cared, 50.0 * np.eye(3)[predicted], np.eye(3)[truth] * cared[..., None]
+
+
+def test_lovasz_softmax_is_one_minus_the_iou_of_certain_predictions():
+    # On 0/1 errors the Lovasz extension is the Jaccard loss itself: the mean over images and the classes present
+    # in each of 1 - IoU, counted with numpy over the cared-for pixels.
+    predicted, truth, cared, scores, labels = _hard_scores_and_labels(0)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        loss = sess.run(model.lovasz_softmax(tf.constant(scores, tf.float32), tf.constant(labels, tf.float32)))
+    expected = []
+    for image in range(3):
+        for cls in range(3):
+            true, said = (truth[image] == cls) & cared[image], (predicted[image] == cls) & cared[image]
+            if true.any():
+                expected.append(1 - (true & said).sum() / (true | said).sum())
+    assert abs(loss - np.mean(expected)) < 1e-6, (loss, np.mean(expected))
+
+
+def _optimize_free_logits(labels, lovasz_weight, steps):
+    """optimize's loss on free logits (random, seed 2) after `steps` Adam steps, and its Lovasz-softmax part."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        scores = tf.Variable(np.random.RandomState(2).normal(size=labels.shape).astype(np.float32))
+        correct_label = tf.placeholder(tf.float32, [None, None, None, labels.shape[-1]])
+        _, train_op, loss = model.optimize(scores, correct_label, 0.05, labels.shape[-1], lovasz_weight=lovasz_weight)
+        lovasz = model.lovasz_softmax(scores, correct_label)
+        sess.run(tf.global_variables_initializer())
+        for _ in range(steps):
+            sess.run(train_op, {correct_label: labels})
+        return sess.run([loss, lovasz], {correct_label: labels})
+
+
+def test_lovasz_weight_adds_the_lovasz_loss_and_training_lowers_it():
+    labels = _hard_scores_and_labels(1)[-1]
+    (with_lovasz, lovasz), (without, _) = _optimize_free_logits(labels, 2.0, 0), _optimize_free_logits(labels, 0, 0)
+    assert abs(with_lovasz - without - 2 * lovasz) < 1e-5 and lovasz > 0.3
+    trained_loss, trained_lovasz = _optimize_free_logits(labels, 2.0, 30)
+    assert trained_loss < with_lovasz - 0.5 and trained_lovasz < lovasz / 2, (trained_lovasz, lovasz)
