@@ -166,6 +166,7 @@ def test_recipe_flags_out_of_range_are_refused_in_one_line():
                         (['--adam-epsilon', '0'], '--adam-epsilon'), (['--adam-epsilon', 'inf'], '--adam-epsilon'),
                         (['--late-adam-epsilon', '-1'], '--late-adam-epsilon'),
                         (['--late-adam-epsilon', 'nan'], '--late-adam-epsilon'),
+                        (['--lovasz-weight', '-1'], '--lovasz-weight'), (['--lovasz-weight', 'inf'], '--lovasz-weight'),
                         (['--warmup-epochs', '-1'], '--warmup-epochs'),
                         (['--average-weights', '--epochs', '2', '--warmup-epochs', '2'], '--average-weights'),
                         (['--scales', '1', '0'], '--scales'), (['--scales', '5'], '--scales'),
