@@ -174,10 +174,10 @@ def optimize(nn_last_layer, correct_label, learning_rate, num_classes, var_list=
     labelled = tf.reduce_sum(labels, axis=1, keepdims=True)  # 0 for a don't-care pixel: it stays all zero
     targets = labels * (1.0 - label_smoothing) + labelled * (label_smoothing / num_classes)
     pixel_losses = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-    cross_entropy = tf.reduce_sum(pixel_losses) / tf.maximum(tf.reduce_sum(labels), 1.0)
+    data_loss = tf.reduce_sum(pixel_losses) / tf.maximum(tf.reduce_sum(labels), 1.0)  # the cross-entropy
     if lovasz_weight:
-        cross_entropy += lovasz_weight * lovasz_softmax(nn_last_layer, correct_label)
-    loss = tf.add(cross_entropy, tf.losses.get_regularization_loss(), name='loss')
+        data_loss += lovasz_weight * lovasz_softmax(nn_last_layer, correct_label)
+    loss = tf.add(data_loss, tf.losses.get_regularization_loss(), name='loss')
     optimizer = tf.train.AdamOptimizer(learning_rate, epsilon=adam_epsilon)
     if mixed_precision:
         optimizer = tf.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, 'dynamic')
