@@ -108,7 +108,7 @@ GENERATED_DEMO_RECIPE = dict(KITTI_RECIPE, epochs=15, learning_rate=3e-4, keep_p
 # the daylight ones from the larger).
 CAMVID_DEMO_RECIPE = dict(GENERATED_DEMO_RECIPE, epochs=40, image_shape=(176, 240), learning_rate=1e-4,
                           augment=True, color_jitter=0.4, lr_schedule='cosine', warmup_epochs=2, clip_norm=1.0,
-                          zoom=(0.75, 1.35), cutmix=0.5, label_smoothing=0.1, late_adam_epsilon=1e-2,
+                          zoom=(0.75, 1.35), cutmix=0.5, label_smoothing=0.1,
                           val_drive=NO_VAL_DRIVE, flip_average=True, scales=(0.8, 1.0, 1.2, 1.4))
 
 
