@@ -510,6 +510,7 @@ def test_no_validation_set_means_the_last_epoch_is_the_model(quick_train_args, n
     runs = new_folder('no-val')
     out, stop = run_main(quick_train_args(runs, 2, '--val-fraction', '0'))
     assert stop is None and 'no validation set: the last epoch is the model' in out and 'MaxF -' not in out, out
+    assert 'Exported the last checkpoint (epoch 2)' in out, out
     run = run_folder.RunFolder(only_run(runs))
     assert run.checkpoint('best')[1]['epoch'] == run.checkpoint('last')[1]['epoch'] == 2
     _, stop = run_main(quick_train_args(new_folder('no-train'), 1, '--val-fraction', '0.99'))

@@ -84,6 +84,7 @@ def finish_run(run, config):
         raise DatasetError('%s has no checkpoint yet: train at least one epoch (python main.py train --resume %s)'
                            % (run.path, run.path))
     name, prefix, state = chosen
+    name = name if config.val else 'last'  # without validation every epoch is "best": the model is the last epoch
     averaged = state.get(weight_average.AVERAGED_EPOCHS, 0)
     export_dir = inference.export_inference_model(prefix, os.path.join(run.path, inference.EXPORT_FOLDER),
                                                   config.vgg_path, model_info(config), tuple(config.skip_scales),
