@@ -79,12 +79,11 @@ def finish_run(run, config):
     Returns them as Finished. What an older model of the run left (its test measures, the overlays of images
     that cannot be read now) is removed once the new export is in place: a run folder is one model.
     """
-    chosen = fit.chosen_checkpoint(run)
+    chosen = fit.chosen_checkpoint(run, config)
     if chosen is None:
         raise DatasetError('%s has no checkpoint yet: train at least one epoch (python main.py train --resume %s)'
                            % (run.path, run.path))
     name, prefix, state = chosen
-    name = name if config.val else 'last'  # without validation every epoch is "best": the model is the last epoch
     averaged = state.get(weight_average.AVERAGED_EPOCHS, 0)
     export_dir = inference.export_inference_model(prefix, os.path.join(run.path, inference.EXPORT_FOLDER),
                                                   config.vgg_path, model_info(config), tuple(config.skip_scales),

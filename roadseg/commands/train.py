@@ -70,7 +70,7 @@ def train_and_finish(run, config):
     try:
         fit.fit(run, config)
     except TrainingDiverged as error:
-        if fit.chosen_checkpoint(run) is None:
+        if fit.chosen_checkpoint(run, config) is None:
             raise
         finish_run(run, config)
         raise TrainingDiverged('%s. Nothing trained is lost: the run was finished from its best checkpoint '

@@ -59,7 +59,7 @@ def write_training_curves(run, config):
     rows = run.read_metrics()
     if not rows:
         return None
-    chosen = fit.chosen_checkpoint(run)
+    chosen = fit.chosen_checkpoint(run, config)
     chosen_epoch = chosen[2]['epoch'] if chosen else None
     measure_key, measure_name = fit.selection_measure(datasets.label_format(config.dataset, config.classes))
     title = '%s: %d epochs on %d images, validation on %d' % (os.path.basename(os.path.normpath(run.path)),

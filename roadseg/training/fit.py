@@ -220,7 +220,7 @@ def train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter):
                      keep_prob_value=config.keep_prob, learning_rate_value=reporter.rate_of, hooks=hooks)
             return
         except FloatingPointError as error:
-            chosen = chosen_checkpoint(run)
+            chosen = chosen_checkpoint(run, config)
             if chosen is None or reporter.rewinds == MAX_REWINDS:
                 raise FloatingPointError('%s%s' % (error, ' (after %d rewinds)' % reporter.rewinds
                                                    if reporter.rewinds else '')) from error
@@ -233,12 +233,13 @@ def train_rewinding(sess, fcn8, run, config, get_batches_fn, reporter):
                                            reporter.rate_of.share, reporter.rewinds, MAX_REWINDS))
 
 
-def chosen_checkpoint(run):
-    """(name, prefix, state) of the checkpoint that is the run's model: best, else last; None if neither."""
+def chosen_checkpoint(run, config):
+    """(name, prefix, state) of the checkpoint that is the run's model: best, else last; None if neither.
+    Without validation every epoch is saved as "best", so the model is the last epoch and is named so."""
     for name in ('best', 'last'):
         found = run.checkpoint(name)
         if found:
-            return (name,) + found
+            return (name if config.val else 'last',) + found
     return None
 
 
